@@ -1,0 +1,3 @@
+"""SR-GNN, TAGNN and TAGNN++: thin compositions of :mod:`tagnn_pyg.nn` parts."""
+
+__all__: list = []
