@@ -1,6 +1,9 @@
 """Sessions as PyG graphs: the data contract, loaders, datasets and preprocessing."""
 from .session_data import SessionData
+from .sequences import SessionSequences, expand_prefixes
 
 __all__ = [
     'SessionData',
+    'SessionSequences',
+    'expand_prefixes',
 ]
