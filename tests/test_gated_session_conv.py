@@ -1,0 +1,188 @@
+"""GatedSessionConv against a dense port of the released SR-GNN/TAGNN ``GNNCell``.
+
+The reference builds the padded dense ``A = [A_in | A_out]`` of every session with
+numpy loops (as the released ``utils.Data.get_slice`` does) and runs the released
+gate equations written out by hand, with the module's weights copied in.
+"""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch_geometric.data import Batch
+from torch_geometric.typing import WITH_TORCH_SPARSE, SparseTensor
+
+from tagnn_pyg.data.session_data import SessionData
+from tagnn_pyg.nn import GatedSessionConv
+
+SESSIONS = [[1, 2, 1, 3], [5, 5, 5], [7], [4, 2, 4, 2, 9, 9, 2], [3, 8], [6, 6]]
+
+
+def dense_A(seq, weighting='binary'):
+    """Released ``get_slice`` for one unpadded session (count: SR-GNN paper)."""
+    node = np.unique(seq)
+    n = len(node)
+    A = np.zeros((n, n))
+    for i in range(len(seq) - 1):
+        u = np.where(node == seq[i])[0][0]
+        v = np.where(node == seq[i + 1])[0][0]
+        if weighting == 'binary':
+            A[u][v] = 1
+        else:
+            A[u][v] += 1
+    s_in = A.sum(0)
+    s_in[s_in == 0] = 1
+    A_in = A / s_in
+    s_out = A.sum(1)
+    s_out[s_out == 0] = 1
+    A_out = A.T / s_out
+    return node, np.concatenate([A_in, A_out]).T  # [n, 2n]
+
+
+def padded_batch(sessions, weighting='binary'):
+    nodes, As = zip(*(dense_A(s, weighting) for s in sessions))
+    n_max = max(len(n) for n in nodes)
+    A = np.zeros((len(sessions), n_max, 2 * n_max))
+    for b, (node, a) in enumerate(zip(nodes, As)):
+        n = len(node)
+        A[b, :n, :n] = a[:, :n]
+        A[b, :n, n_max:n_max + n] = a[:, n:]
+    return nodes, torch.tensor(A)
+
+
+def released_gnn_cell(A, hidden, conv):
+    """The released ``GNN.GNNCell`` with the module's weights."""
+    n = A.shape[1]
+    lin_in = F.linear(hidden, conv.lin_in.weight, conv.lin_in.bias)
+    lin_out = F.linear(hidden, conv.lin_out.weight, conv.lin_out.bias)
+    input_in = torch.matmul(A[:, :, :n], lin_in) + conv.bias_in
+    input_out = torch.matmul(A[:, :, n:2 * n], lin_out) + conv.bias_out
+    inputs = torch.cat([input_in, input_out], 2)
+    gi = F.linear(inputs, conv.gru.weight_ih, conv.gru.bias_ih)
+    gh = F.linear(hidden, conv.gru.weight_hh, conv.gru.bias_hh)
+    i_r, i_i, i_n = gi.chunk(3, 2)
+    h_r, h_i, h_n = gh.chunk(3, 2)
+    resetgate = torch.sigmoid(i_r + h_r)
+    inputgate = torch.sigmoid(i_i + h_i)
+    newgate = torch.tanh(i_n + resetgate * h_n)
+    return newgate + inputgate * (hidden - newgate)
+
+
+def reference(sessions, emb, conv, weighting='binary'):
+    nodes, A = padded_batch(sessions, weighting)
+    n_max = A.shape[1]
+    items = torch.tensor([list(n) + [0] * (n_max - len(n)) for n in nodes])
+    hidden = emb[items].double()
+    for _ in range(conv.num_steps):
+        hidden = released_gnn_cell(A, hidden, conv)
+    return torch.cat([hidden[b, :len(n)] for b, n in enumerate(nodes)])
+
+
+def make_batch(sessions, weighting='binary'):
+    return Batch.from_data_list(
+        [SessionData.from_sequence(s, weighting=weighting) for s in sessions])
+
+
+@pytest.mark.parametrize('num_steps', [1, 2])
+@pytest.mark.parametrize('weighting', ['binary', 'count'])
+@pytest.mark.parametrize('sessions', [
+    [[1, 2, 1, 3]], [[5, 5, 5]], [[7]], SESSIONS])
+def test_equals_released_dense_gnn_cell(sessions, weighting, num_steps):
+    torch.manual_seed(0)
+    d = 8
+    emb = torch.randn(10, d)
+    conv = GatedSessionConv(d, num_steps=num_steps).double()
+    batch = make_batch(sessions, weighting)
+    out = conv(emb[batch.x].double(), batch.edge_index,
+               batch.edge_weight_in, batch.edge_weight_out)
+    expected = reference(sessions, emb, conv, weighting)
+    assert out.shape == (batch.num_nodes, d)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
+
+
+def test_float32_and_default_weights_are_released_binary():
+    torch.manual_seed(1)
+    d = 16
+    emb = torch.randn(10, d)
+    conv = GatedSessionConv(d)
+    batch = make_batch(SESSIONS)
+    out = conv(emb[batch.x], batch.edge_index)  # weights from degrees
+    expected = reference(SESSIONS, emb, conv.double()).float()
+    conv.float()
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
+
+
+def _dense_counts(batch):
+    """Block-diagonal [N, N] transition-count matrix of a batch (numpy loops)."""
+    n = batch.num_nodes
+    A = np.zeros((n, n))
+    offset = 0
+    for s in SESSIONS:
+        node = np.unique(s)
+        idx = {item: offset + k for k, item in enumerate(node)}
+        for a, b in zip(s[:-1], s[1:]):
+            A[idx[a], idx[b]] += 1
+        offset += len(node)
+    return torch.tensor(A)
+
+
+@pytest.mark.filterwarnings('ignore:Sparse CSR tensor support')
+@pytest.mark.parametrize('weighting', ['binary', 'count'])
+@pytest.mark.parametrize('layout', ['coo', 'csr', 'sparse_tensor'])
+def test_sparse_matrix_equals_edge_index(weighting, layout):
+    if layout == 'sparse_tensor' and not WITH_TORCH_SPARSE:
+        pytest.skip('torch_sparse not installed')
+    torch.manual_seed(2)
+    d = 8
+    emb = torch.randn(10, d, dtype=torch.double)
+    conv = GatedSessionConv(d, num_steps=2).double()
+    batch = make_batch(SESSIONS, weighting)
+    x = emb[batch.x]
+    expected = conv(x, batch.edge_index, batch.edge_weight_in, batch.edge_weight_out)
+    A = _dense_counts(batch)
+    if weighting == 'binary':
+        A = (A > 0).double()
+    if layout == 'coo':
+        adj = A.to_sparse_coo()
+    elif layout == 'csr':
+        adj = A.to_sparse_csr()
+    else:
+        adj = SparseTensor.from_dense(A)
+    # SessionData stores its weights in float32; the matrix path is float64.
+    torch.testing.assert_close(conv(x, adj), expected, atol=1e-6, rtol=0)
+
+
+def test_gradients_finite_and_reach_every_parameter():
+    torch.manual_seed(3)
+    conv = GatedSessionConv(8, num_steps=2)
+    batch = make_batch(SESSIONS)
+    x = torch.randn(batch.num_nodes, 8, requires_grad=True)
+    out = conv(x, batch.edge_index, batch.edge_weight_in, batch.edge_weight_out)
+    out.square().sum().backward()
+    assert torch.isfinite(x.grad).all()
+    for name, p in conv.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+        assert p.grad.abs().sum() > 0, name
+
+
+def test_init_repr_and_errors():
+    d = 25
+    conv = GatedSessionConv(d, num_steps=3)
+    bound = 1 / d ** 0.5
+    names = {n for n, _ in conv.named_parameters()}
+    assert names == {'lin_in.weight', 'lin_in.bias', 'lin_out.weight', 'lin_out.bias',
+                     'bias_in', 'bias_out', 'gru.weight_ih', 'gru.weight_hh',
+                     'gru.bias_ih', 'gru.bias_hh'}
+    for p in conv.parameters():
+        assert p.abs().max() <= bound
+    assert repr(conv) == 'GatedSessionConv(25, num_steps=3, bias=True)'
+    no_bias = GatedSessionConv(4, bias=False)
+    assert {n for n, _ in no_bias.named_parameters()} == {
+        'lin_in.weight', 'lin_out.weight', 'gru.weight_ih', 'gru.weight_hh'}
+    batch = make_batch(SESSIONS)
+    with pytest.raises(ValueError, match=r'\[num_nodes, 25\]'):
+        conv(torch.randn(batch.num_nodes, 4), batch.edge_index)
+    with pytest.raises(ValueError, match='edge_weight_in'):
+        conv(torch.randn(batch.num_nodes, d), batch.edge_index,
+             batch.edge_weight_in[:-1])
+    with pytest.raises(ValueError, match='num_steps'):
+        GatedSessionConv(4, num_steps=0)
