@@ -1,9 +1,12 @@
 """Sessions as PyG graphs: the data contract, loaders, datasets and preprocessing."""
 from .session_data import SessionData
 from .sequences import SessionSequences, expand_prefixes
+from .batching import build_session_batch, SessionLoader
 
 __all__ = [
     'SessionData',
     'SessionSequences',
     'expand_prefixes',
+    'build_session_batch',
+    'SessionLoader',
 ]
