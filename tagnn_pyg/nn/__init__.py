@@ -4,3 +4,6 @@ __all__: list = []
 from tagnn_pyg.nn.gated_session_conv import GatedSessionConv
 
 __all__ += ['GatedSessionConv']
+from tagnn_pyg.nn.readouts import LastItemReadout, SoftAttentionReadout
+
+__all__ += ['LastItemReadout', 'SoftAttentionReadout']

@@ -1,0 +1,165 @@
+r"""Session readouts over click positions, in PyG aggregation style.
+
+Every readout takes the features of the clicks (*positions*, repeats included,
+in click order) and the position-to-session vector ``index`` (or a CSR ``ptr``)
+and returns one vector per session, with no padding. Mean pooling is PyG's own
+:class:`torch_geometric.nn.aggr.MeanAggregation`.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+from torch import Tensor
+from torch.nn import Linear
+
+from torch_geometric.nn.aggr import Aggregation
+from torch_geometric.utils import scatter, softmax
+
+__all__ = ['LastItemReadout', 'SoftAttentionReadout', 'last_position',
+           'ptr_to_index']
+
+
+def ptr_to_index(ptr: Tensor, num_elements: Optional[int] = None) -> Tensor:
+    r"""The element-to-segment vector of a CSR ``ptr`` (``[B + 1]``)."""
+    counts = ptr[1:] - ptr[:-1]
+    return torch.repeat_interleave(
+        torch.arange(counts.numel(), device=ptr.device), counts,
+        output_size=num_elements)
+
+
+def last_position(index: Tensor, dim_size: int) -> Tensor:
+    r"""For each of the ``dim_size`` segments, the largest position ``i`` with
+    ``index[i] == b`` (the last click when positions are in click order), or
+    ``-1`` for an empty segment. No host synchronisation.
+
+    Shapes:
+        - **input:** :math:`(N)` → **output:** :math:`(B)`
+    """
+    pos = torch.arange(index.numel(), device=index.device)
+    out = torch.full((dim_size, ), -1, dtype=torch.long, device=index.device)
+    return out.scatter_reduce_(0, index, pos, reduce='amax', include_self=True)
+
+
+def _gather_last(x: Tensor, index: Tensor, dim_size: int) -> Tensor:
+    last = last_position(index, dim_size)
+    out = x[last.clamp(min=0)]
+    return out.masked_fill((last < 0).view(-1, 1), 0.0)
+
+
+def _check_input(x: Tensor, dim: int) -> None:
+    if x.dim() != 2:
+        raise ValueError(f"readouts expect position features of shape "
+                         f"[num_positions, channels], got {list(x.shape)}")
+    if dim not in (-2, 0):
+        raise ValueError(f"readouts aggregate over dim -2 (positions), got dim={dim}")
+
+
+def _index(x: Tensor, index: Optional[Tensor], ptr: Optional[Tensor]) -> Tensor:
+    if index is None:
+        if ptr is None:
+            return x.new_zeros(x.size(0), dtype=torch.long)
+        return ptr_to_index(ptr, x.size(0))
+    if index.dim() != 1 or index.numel() != x.size(0):
+        raise ValueError(f"index must have shape [{x.size(0)}] (one session per "
+                         f"position), got {list(index.shape)}")
+    return index
+
+
+class LastItemReadout(Aggregation):
+    r"""The *local* session embedding: the feature of each session's last
+    click,
+
+    .. math::
+        \mathbf{s}_{local} = \mathbf{v}_{s_n},
+
+    where the last click is the highest position of the session (positions
+    are in click order). Empty sessions get zeros.
+
+    Shapes:
+        - **input:** position features :math:`(N, d)`, ``index`` :math:`(N)`
+          or ``ptr`` :math:`(B + 1)`
+        - **output:** :math:`(B, d)`
+    """
+
+    def forward(self, x: Tensor, index: Optional[Tensor] = None,
+                ptr: Optional[Tensor] = None, dim_size: Optional[int] = None,
+                dim: int = -2) -> Tensor:
+        _check_input(x, dim)
+        index = _index(x, index, ptr)
+        assert dim_size is not None  # set by Aggregation.__call__
+        return _gather_last(x, index, dim_size)
+
+
+class SoftAttentionReadout(Aggregation):
+    r"""The soft-attention *global* session embedding of SR-GNN (TAGNN eq. 8-9):
+
+    .. math::
+        \alpha_i &= \mathbf{q}^{\top} \sigma\left(\mathbf{W}_1 \mathbf{v}_{s_n}
+            + \mathbf{c}_1 + \mathbf{W}_2 \mathbf{v}_i + \mathbf{c}_2\right)
+
+        \mathbf{s}_{global} &= \sum_{i=1}^{s_n} \alpha_i \mathbf{v}_i
+
+    over the positions :math:`i` of each session (repeated clicks count once
+    per click), :math:`\mathbf{v}_{s_n}` the last click. Both linear maps carry
+    a bias, as in the released code (``linear_one``, ``linear_two``; their sum
+    is the paper's :math:`\mathbf{c}`), and :math:`\mathbf{q}` has none
+    (``linear_three``). SR-GNN sums with the raw :math:`\alpha_i`
+    (``softmax=False``); TAGNN's released code first applies a softmax over
+    the session, :math:`\alpha_i \leftarrow \mathrm{softmax}_i(\alpha_i)`
+    (``softmax=True``). The softmax here is per session (the released code's
+    also runs over padded slots; see the docs).
+
+    Args:
+        channels (int): Feature size :math:`d`.
+        softmax (bool, optional): Normalise :math:`\alpha` over each session.
+            (default: :obj:`False`, SR-GNN)
+
+    Shapes:
+        - **input:** position features :math:`(N, d)`, ``index`` :math:`(N)`
+          or ``ptr`` :math:`(B + 1)`, optional keyword ``last`` :math:`(B, d)`
+          (default: the feature of each session's last position)
+        - **output:** :math:`(B, d)`
+    """
+
+    def __init__(self, channels: int, softmax: bool = False) -> None:
+        super().__init__()
+        if int(channels) != channels or channels < 1:
+            raise ValueError(f"channels must be a positive integer, got {channels!r}")
+        self.channels = int(channels)
+        self.softmax = bool(softmax)
+        self.lin_last = Linear(channels, channels, bias=True)  # linear_one, W1
+        self.lin_pos = Linear(channels, channels, bias=True)   # linear_two, W2
+        self.lin_q = Linear(channels, 1, bias=False)           # linear_three, q
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        r"""Every parameter uniform in :math:`[-1/\sqrt{d}, 1/\sqrt{d}]`, as
+        released."""
+        stdv = 1.0 / math.sqrt(self.channels)
+        for p in self.parameters():
+            torch.nn.init.uniform_(p, -stdv, stdv)
+
+    def forward(self, x: Tensor, index: Optional[Tensor] = None,
+                ptr: Optional[Tensor] = None, dim_size: Optional[int] = None,
+                dim: int = -2, last: Optional[Tensor] = None) -> Tensor:
+        _check_input(x, dim)
+        if x.size(-1) != self.channels:
+            raise ValueError(f"x must have {self.channels} channels, got "
+                             f"{list(x.shape)}")
+        index = _index(x, index, ptr)
+        assert dim_size is not None  # set by Aggregation.__call__
+        if last is None:
+            last = _gather_last(x, index, dim_size)
+        elif tuple(last.shape) != (dim_size, self.channels):
+            raise ValueError(f"last must have shape [{dim_size}, {self.channels}] "
+                             f"(one vector per session), got {list(last.shape)}")
+        alpha = self.lin_q(torch.sigmoid(self.lin_last(last)[index] + self.lin_pos(x)))
+        if self.softmax:
+            alpha = softmax(alpha, index, num_nodes=dim_size, dim=0)
+        return scatter(alpha * x, index, 0, dim_size, reduce='sum')
+
+    def __repr__(self) -> str:
+        return (f'{self.__class__.__name__}({self.channels}, '
+                f'softmax={self.softmax})')
