@@ -2,6 +2,7 @@
 from .session_data import SessionData
 from .sequences import SessionSequences, expand_prefixes
 from .batching import build_session_batch, SessionLoader
+from .split import temporal_session_split, random_prefix_split
 
 __all__ = [
     'SessionData',
@@ -9,4 +10,6 @@ __all__ = [
     'expand_prefixes',
     'build_session_batch',
     'SessionLoader',
+    'temporal_session_split',
+    'random_prefix_split',
 ]
