@@ -1,6 +1,7 @@
 """Sessions as PyG graphs: the data contract, loaders, datasets and preprocessing."""
 from .session_data import SessionData
 from .sequences import SessionSequences, expand_prefixes
+from .safe_pickle import UnsafePickleError, safe_pickle_load
 from .batching import build_session_batch, SessionLoader
 from .split import temporal_session_split, random_prefix_split
 
@@ -8,6 +9,8 @@ __all__ = [
     'SessionData',
     'SessionSequences',
     'expand_prefixes',
+    'UnsafePickleError',
+    'safe_pickle_load',
     'build_session_batch',
     'SessionLoader',
     'temporal_session_split',

@@ -1,0 +1,171 @@
+r"""A restricted pickle loader for the SR-GNN data files.
+
+The SR-GNN format (``all_train_seq.txt``, ``train.txt``, ``test.txt``) is a
+Python pickle of lists, tuples and ints. A pickle can run arbitrary code when
+loaded (its ``GLOBAL``/``STACK_GLOBAL`` + ``REDUCE`` opcodes call any importable
+function), so these files are loaded only through :func:`safe_pickle_load`,
+which accepts lists, tuples and ints and refuses everything else, in three
+independent layers:
+
+1. **Opcode scan** (before anything is unpickled): every opcode must be one of
+   :data:`ALLOWED_OPCODES` (framing, marks, the memo, ints, lists, tuples).
+   Any other opcode (``GLOBAL``, ``STACK_GLOBAL``, ``REDUCE``, ``BUILD``,
+   ``INST``, ``OBJ``, ``NEWOBJ``, ``EXT*``, ``PERSID``, ``NONE``, ``NEWTRUE``,
+   floats, strings, bytes, dicts, sets, ...) raises :class:`UnsafePickleError`
+   naming the opcode and its byte offset. Nothing has been executed or built.
+2. **Restricted unpickler**: ``find_class`` and ``persistent_load`` refuse
+   everything, so even an opcode missed by the scan could not reach a callable.
+3. **Type check** of the result: only ``list``, ``tuple`` and ``int`` (not
+   ``bool``), nested at most :data:`MAX_DEPTH` deep (which also refuses
+   self-referencing lists).
+"""
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import pickletools
+from pathlib import Path
+from typing import Any, Union
+
+PathLike = Union[str, os.PathLike]
+
+#: The pickle opcodes needed to build lists, tuples and ints (all protocols).
+ALLOWED_OPCODES = frozenset({
+    'PROTO', 'FRAME', 'STOP', 'MARK', 'POP', 'POP_MARK', 'DUP',
+    # memo (shared sub-lists); GET of an unknown key fails in the unpickler
+    'PUT', 'BINPUT', 'LONG_BINPUT', 'MEMOIZE', 'GET', 'BINGET', 'LONG_BINGET',
+    # ints (INT with argument 00/01 means False/True: refused separately)
+    'INT', 'BININT', 'BININT1', 'BININT2', 'LONG', 'LONG1', 'LONG4',
+    # lists and tuples
+    'EMPTY_LIST', 'LIST', 'APPEND', 'APPENDS',
+    'EMPTY_TUPLE', 'TUPLE', 'TUPLE1', 'TUPLE2', 'TUPLE3',
+})
+
+#: Deepest nesting of lists/tuples accepted (the SR-GNN files need 3).
+MAX_DEPTH = 8
+
+
+class UnsafePickleError(ValueError):
+    """A pickle holds something other than lists, tuples and ints (a global, a
+    call, another type): refused, and nothing was run."""
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:  # noqa: D102
+        raise UnsafePickleError(f"refused global {module}.{name}: only lists, tuples "
+                                f"and ints are allowed")
+
+    def persistent_load(self, pid: Any) -> Any:  # noqa: D102
+        raise UnsafePickleError(f"refused persistent id {pid!r:.60}: only lists, "
+                                f"tuples and ints are allowed")
+
+
+def _describe_refusal(ops: Any, name: str, arg: Any, pos: int) -> str:
+    # Protocol 4+ pushes a global's module and name as strings, then STACK_GLOBAL:
+    # look a few opcodes ahead so that the message names the global.
+    strings = [arg] if isinstance(arg, str) else []
+    for _ in range(8):
+        nxt = next(ops, None)
+        if nxt is None:
+            break
+        op2, arg2, pos2 = nxt
+        if isinstance(arg2, str) and 'UNICODE' in op2.name:
+            strings.append(arg2)
+        elif op2.name == 'STACK_GLOBAL' and len(strings) >= 2:
+            return (f"refused pickle opcode STACK_GLOBAL (global "
+                    f"{strings[-2]}.{strings[-1]}) at byte {pos2}")
+    detail = f" {arg!r:.60}" if arg is not None else ''
+    return f"refused pickle opcode {name}{detail} at byte {pos}"
+
+
+def _scan_opcodes(data: bytes, where: str) -> None:
+    try:
+        ops = pickletools.genops(data)
+        for opcode, arg, pos in ops:
+            name = opcode.name
+            if name not in ALLOWED_OPCODES:
+                raise UnsafePickleError(
+                    f"{where}: {_describe_refusal(ops, name, arg, pos)}: only lists, "
+                    f"tuples and ints are allowed")
+            if name == 'INT' and isinstance(arg, bool):
+                raise UnsafePickleError(f"{where}: refused boolean {arg} (opcode INT) at "
+                                        f"byte {pos}: only ints are allowed")
+    except UnsafePickleError:
+        raise
+    except Exception as e:  # truncated or corrupt stream
+        raise ValueError(f"{where}: not a valid pickle ({e})") from None
+
+
+def _check_types(obj: Any, where: str) -> None:
+    # iterative walk; flat lists of ints are checked with one set(map(type)) call
+    stack = [(obj, 'root', 0)]
+    while stack:
+        node, path, depth = stack.pop()
+        t = type(node)
+        if t is int:
+            continue
+        if t is not list and t is not tuple:
+            raise UnsafePickleError(f"{where}: refused value of type {t.__name__} at "
+                                    f"{path}: only lists, tuples and ints are allowed")
+        if depth >= MAX_DEPTH:
+            raise UnsafePickleError(f"{where}: lists nested deeper than {MAX_DEPTH} at "
+                                    f"{path} (self-referencing?)")
+        kinds = set(map(type, node))
+        if kinds <= {int}:
+            continue
+        for i, child in enumerate(node):
+            if type(child) is not int:
+                stack.append((child, f"{path}[{i}]", depth + 1))
+
+
+def safe_pickle_loads(data: bytes, where: str = '<bytes>') -> Any:
+    """Unpickle ``data`` if it holds only lists, tuples and ints.
+
+    Args:
+        data (bytes): the pickle stream.
+        where (str, optional): name used in error messages (a file name).
+
+    Returns:
+        The unpickled object (nested lists/tuples of ints).
+
+    Raises:
+        UnsafePickleError: naming the refused opcode, global or type; nothing
+            was executed.
+        ValueError: the stream is not a valid pickle.
+    """
+    _scan_opcodes(data, where)
+    try:
+        obj = _RestrictedUnpickler(io.BytesIO(data)).load()
+    except UnsafePickleError as e:
+        raise UnsafePickleError(f"{where}: {e}") from None
+    except Exception as e:
+        raise ValueError(f"{where}: not a valid pickle ({type(e).__name__}: {e})") from None
+    _check_types(obj, where)
+    return obj
+
+
+def safe_pickle_load(path: PathLike) -> Any:
+    """Load a pickle file that may hold only lists, tuples and ints.
+
+    Use it for every SR-GNN data file (``all_train_seq.txt``, ``train.txt``,
+    ``test.txt``): a file that tries anything else (importing a function,
+    calling it, building another type) is refused before anything runs.
+
+    Args:
+        path (str or PathLike): the pickle file.
+
+    Returns:
+        The unpickled object (nested lists/tuples of ints).
+
+    Raises:
+        UnsafePickleError: naming the file and the refused opcode, global or
+            type.
+        ValueError: the file is not a valid pickle.
+        FileNotFoundError: ``path`` does not exist.
+    """
+    path = Path(path)
+    return safe_pickle_loads(path.read_bytes(), where=str(path))
+
+
+__all__ = ['UnsafePickleError', 'safe_pickle_load', 'safe_pickle_loads', 'ALLOWED_OPCODES']
