@@ -4,6 +4,7 @@ from .sequences import SessionSequences, expand_prefixes
 from .safe_pickle import UnsafePickleError, safe_pickle_load
 from .batching import build_session_batch, SessionLoader
 from .split import temporal_session_split, random_prefix_split
+from .synthetic import make_synthetic_sessions
 
 __all__ = [
     'SessionData',
@@ -15,4 +16,5 @@ __all__ = [
     'SessionLoader',
     'temporal_session_split',
     'random_prefix_split',
+    'make_synthetic_sessions',
 ]
