@@ -7,3 +7,6 @@ __all__ += ['GatedSessionConv']
 from tagnn_pyg.nn.readouts import LastItemReadout, SoftAttentionReadout
 
 __all__ += ['LastItemReadout', 'SoftAttentionReadout']
+from tagnn_pyg.nn.target_attention import TargetAttention
+
+__all__ += ['TargetAttention']
