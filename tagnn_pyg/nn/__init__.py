@@ -10,3 +10,6 @@ __all__ += ['LastItemReadout', 'SoftAttentionReadout']
 from tagnn_pyg.nn.target_attention import TargetAttention
 
 __all__ += ['TargetAttention']
+from tagnn_pyg.nn.session_transformer import SessionTransformer
+
+__all__ += ['SessionTransformer']
