@@ -24,6 +24,9 @@ executed on load). Its keys:
 ``state``                    trainer bookkeeping (early-stopping counter, whether
                              and why training stopped, ...)
 ``extra``                    free-form plain data (data set name, ...)
+``best_state_dict``          in ``last.pt``: the best weights so far when they are
+                             not the current ones (``None`` otherwise), so that
+                             ``last.pt`` alone suffices to resume
 ============================ ==================================================
 """
 from __future__ import annotations
@@ -157,6 +160,7 @@ def make_checkpoint(
     state: Optional[Dict[str, Any]] = None,
     generator: Optional[torch.Generator] = None,
     extra: Optional[Dict[str, Any]] = None,
+    best_state_dict: Optional[Mapping[str, torch.Tensor]] = None,
 ) -> Dict[str, Any]:
     """Assemble a checkpoint dictionary (see the module docstring).
 
@@ -185,6 +189,8 @@ def make_checkpoint(
         'train_config': dict(train_config or {}),
         'state': dict(state or {}),
         'extra': dict(extra or {}),
+        'best_state_dict': ({k: v.detach().cpu() for k, v in best_state_dict.items()}
+                            if best_state_dict is not None else None),
     }
 
 
