@@ -2,6 +2,7 @@
 from .session_data import SessionData
 from .sequences import SessionSequences, expand_prefixes
 from .safe_pickle import UnsafePickleError, safe_pickle_load
+from .srgnn_format import SRGNNData, read_srgnn_folder, write_srgnn_folder
 from .batching import build_session_batch, SessionLoader
 from .split import temporal_session_split, random_prefix_split
 from .synthetic import make_synthetic_sessions
@@ -12,6 +13,9 @@ __all__ = [
     'expand_prefixes',
     'UnsafePickleError',
     'safe_pickle_load',
+    'SRGNNData',
+    'read_srgnn_folder',
+    'write_srgnn_folder',
     'build_session_batch',
     'SessionLoader',
     'temporal_session_split',

@@ -25,8 +25,9 @@ import io
 import os
 import pickle
 import pickletools
+import re
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, List, Tuple, Union
 
 PathLike = Union[str, os.PathLike]
 
@@ -41,6 +42,15 @@ ALLOWED_OPCODES = frozenset({
     'EMPTY_LIST', 'LIST', 'APPEND', 'APPENDS',
     'EMPTY_TUPLE', 'TUPLE', 'TUPLE1', 'TUPLE2', 'TUPLE3',
 })
+
+_INT = frozenset({int})
+_SEQ = frozenset({list, tuple})
+
+#: Fast path: a stream made only of the common fixed-width allowed opcodes,
+#: ending with STOP (each opcode byte starts exactly one alternative, so the match
+#: is a deterministic parse). Anything else goes through the exact scan.
+_FAST_STREAM = re.compile(
+    rb'(?:\x80.|\x95.{8}|[(012\x94\]aelt)\x85\x86\x87]|[qhK].|[rjJ].{4}|M..)*\.', re.S)
 
 #: Deepest nesting of lists/tuples accepted (the SR-GNN files need 3).
 MAX_DEPTH = 8
@@ -80,6 +90,8 @@ def _describe_refusal(ops: Any, name: str, arg: Any, pos: int) -> str:
 
 
 def _scan_opcodes(data: bytes, where: str) -> None:
+    if _FAST_STREAM.fullmatch(data):
+        return
     try:
         ops = pickletools.genops(data)
         for opcode, arg, pos in ops:
@@ -97,26 +109,41 @@ def _scan_opcodes(data: bytes, where: str) -> None:
         raise ValueError(f"{where}: not a valid pickle ({e})") from None
 
 
+def _format_path(link: Any) -> str:
+    parts = []
+    while link is not None:
+        link, i = link
+        parts.append(f'[{i}]')
+    return 'root' + ''.join(reversed(parts))
+
+
 def _check_types(obj: Any, where: str) -> None:
-    # iterative walk; flat lists of ints are checked with one set(map(type)) call
-    stack = [(obj, 'root', 0)]
+    # iterative walk; a flat list of ints costs one set(map(type)) call; paths are
+    # linked (parent, index) pairs formatted only for the error message
+    stack: List[Tuple[Any, int, Any]] = [(obj, 0, None)]
     while stack:
-        node, path, depth = stack.pop()
+        node, depth, link = stack.pop()
         t = type(node)
         if t is int:
             continue
         if t is not list and t is not tuple:
             raise UnsafePickleError(f"{where}: refused value of type {t.__name__} at "
-                                    f"{path}: only lists, tuples and ints are allowed")
+                                    f"{_format_path(link)}: only lists, tuples and ints "
+                                    f"are allowed")
         if depth >= MAX_DEPTH:
             raise UnsafePickleError(f"{where}: lists nested deeper than {MAX_DEPTH} at "
-                                    f"{path} (self-referencing?)")
+                                    f"{_format_path(link)} (self-referencing?)")
         kinds = set(map(type, node))
-        if kinds <= {int}:
+        if kinds <= _INT:
+            continue
+        if kinds <= _SEQ:  # e.g. the list of sessions: check children in bulk
+            for i, child in enumerate(node):
+                if not set(map(type, child)) <= _INT:
+                    stack.append((child, depth + 1, (link, i)))
             continue
         for i, child in enumerate(node):
             if type(child) is not int:
-                stack.append((child, f"{path}[{i}]", depth + 1))
+                stack.append((child, depth + 1, (link, i)))
 
 
 def safe_pickle_loads(data: bytes, where: str = '<bytes>') -> Any:
@@ -136,7 +163,7 @@ def safe_pickle_loads(data: bytes, where: str = '<bytes>') -> Any:
     """
     _scan_opcodes(data, where)
     try:
-        obj = _RestrictedUnpickler(io.BytesIO(data)).load()
+        obj = _RestrictedUnpickler(io.BufferedReader(io.BytesIO(data))).load()
     except UnsafePickleError as e:
         raise UnsafePickleError(f"{where}: {e}") from None
     except Exception as e:
