@@ -87,6 +87,18 @@ def _check_values(items: Tensor, ptr: Tensor, targets: Optional[Tensor]) -> None
                          f"ids must be >= 1 (0 is padding)")
 
 
+_BATCH_CLS: Optional[type] = None
+
+
+def _new_batch(fields: Dict[str, Tensor], batch: Tensor, ptr: Tensor) -> Batch:
+    """``Batch(_base_cls=SessionData, **fields)`` without the metaclass's
+    per-call signature inspection (the class is resolved once)."""
+    global _BATCH_CLS
+    if _BATCH_CLS is None:
+        _BATCH_CLS = type(Batch(_base_cls=SessionData))
+    return type.__call__(_BATCH_CLS, **fields, batch=batch, ptr=ptr)
+
+
 def build_session_batch(
     items: Tensor,
     ptr: Tensor,
@@ -174,7 +186,12 @@ def build_session_batch(
     num_clicks = items.numel()
     lengths = ptr[1:] - ptr[:-1]
     graph_ids = torch.arange(num_graphs, device=device)
-    seq_batch = torch.repeat_interleave(graph_ids, lengths, output_size=num_clicks)
+    # Session of each click: mark session starts, cumulative sum. (Same as
+    # repeat_interleave(arange(B), lengths), whose CPU kernel spawns a parallel
+    # region even for a few hundred elements and stalls on a busy machine.)
+    starts = torch.zeros(num_clicks, dtype=torch.long, device=device)
+    starts[ptr[1:-1]] = 1
+    seq_batch = torch.cumsum(starts, 0)
 
     # Nodes: unique (session, item) keys, sorted by session then item id.
     width = items.max() + 1
@@ -238,7 +255,7 @@ def build_session_batch(
         fields['y'] = targets.long()
         slice_dict['y'] = graph_ptr
         inc_dict['y'] = zeros_b
-    batch = Batch(_base_cls=SessionData, **fields, batch=node_batch, ptr=node_ptr)
+    batch = _new_batch(fields, node_batch, node_ptr)
     batch._num_graphs = num_graphs
     batch._slice_dict = slice_dict
     batch._inc_dict = inc_dict
