@@ -1,0 +1,169 @@
+r"""What all session recommenders share: the item table, the scoring interface
+and the path from a batch of :class:`~tagnn_pyg.data.SessionData` to position
+features.
+
+Scores are inner products with the *raw* item embeddings
+:math:`\mathbf{v}_t` = ``embedding.weight[t]`` (not GNN outputs), as released.
+Only items :math:`1, \dots, m` are scored; column 0 (the padding id) is
+:math:`-\infty`, so it never enters a top-k, and the training loss is
+``cross_entropy(scores[:, 1:], y - 1)`` as in the released code.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Dict, Optional
+
+import torch
+from torch import Tensor
+from torch_geometric.utils import cumsum, scatter
+
+__all__ = ['SessionRecommender', 'SessionPositions', 'pad_padding_column',
+           'check_candidates', 'dot_scores']
+
+
+def pad_padding_column(item_scores: Tensor) -> Tensor:
+    r"""``[B, m]`` scores of items :math:`1..m` -> ``[B, m + 1]`` scores by item
+    id, with column 0 (padding) set to :math:`-\infty`."""
+    pad = item_scores.new_full((item_scores.size(0), 1), float('-inf'))
+    return torch.cat([pad, item_scores], dim=1)
+
+
+def check_candidates(candidates: Tensor, num_sessions: int, num_items: int) -> None:
+    r"""Validate a ``[B, C]`` tensor of candidate item ids."""
+    if not isinstance(candidates, Tensor):
+        raise TypeError(f"candidates must be a LongTensor [num_sessions, C], got "
+                        f"{type(candidates).__name__}")
+    if candidates.dtype not in (torch.long, torch.int):
+        raise ValueError(f"candidates must hold integer item ids, got dtype "
+                         f"{candidates.dtype}")
+    if candidates.dim() != 2 or candidates.size(0) != num_sessions:
+        raise ValueError(f"candidates must have shape [{num_sessions}, C] (one row "
+                         f"per session), got {list(candidates.shape)}")
+    if candidates.device.type == 'cpu' and candidates.numel() > 0:
+        lo, hi = int(candidates.min()), int(candidates.max())
+        if lo < 0 or hi >= num_items:
+            raise ValueError(f"candidate item ids must lie in [0, {num_items - 1}], "
+                             f"got values in [{lo}, {hi}]")
+
+
+def dot_scores(query: Tensor, weight: Tensor, candidates: Optional[Tensor] = None
+               ) -> Tensor:
+    r"""Inner products :math:`\mathbf{q}_b \cdot \mathbf{v}_t`.
+
+    Args:
+        query (Tensor): ``[B, d]`` one vector per session.
+        weight (Tensor): ``[M, d]`` the whole item table (row = item id).
+        candidates (LongTensor, optional): ``[B, C]`` item ids.
+
+    Returns:
+        ``[B, M]`` (column 0 = :math:`-\infty`) or ``[B, C]`` (candidate id 0
+        = :math:`-\infty`).
+    """
+    if candidates is None:
+        return pad_padding_column(query @ weight[1:].t())
+    out = (weight[candidates] * query.unsqueeze(1)).sum(-1)
+    return out.masked_fill(candidates == 0, float('-inf'))
+
+
+@dataclass
+class SessionPositions:
+    r"""Per-click features of a batch of sessions, in click order.
+
+    Attributes:
+        x (Tensor): ``[L, d]`` position features.
+        index (LongTensor): ``[L]`` session of each position (sorted).
+        ptr (LongTensor): ``[B + 1]`` CSR offsets of the sessions' positions.
+        num_sessions (int): :math:`B`.
+    """
+    x: Tensor
+    index: Tensor
+    ptr: Tensor
+    num_sessions: int
+
+    @property
+    def last(self) -> Tensor:
+        r"""``[B]`` position of each session's last click."""
+        return self.ptr[1:] - 1
+
+
+class SessionRecommender(torch.nn.Module):
+    r"""Base class of :class:`SRGNN`, :class:`TAGNN` and :class:`TAGNNPlusPlus`.
+
+    Holds the item table ``embedding`` (``num_items`` rows including the padding
+    id 0; its rows are both the input embeddings and the output item vectors)
+    and implements the interface the trainer relies on:
+
+    * ``model(batch) -> Tensor[B, num_items]`` (column :math:`j` = item id
+      :math:`j`, column 0 = :math:`-\infty`);
+    * ``model(batch, candidates=LongTensor[B, C]) -> Tensor[B, C]``;
+    * ``model.config()``: JSON-serialisable constructor arguments, so that
+      ``type(model)(**model.config())`` rebuilds the architecture.
+
+    Subclasses implement :meth:`score` on :class:`SessionPositions`.
+    """
+
+    def __init__(self, num_items: int, hidden_channels: int) -> None:
+        super().__init__()
+        if not isinstance(num_items, int) or isinstance(num_items, bool) or num_items < 2:
+            raise ValueError(f"num_items counts item ids including the padding id 0 "
+                             f"and must be an int >= 2, got {num_items!r}")
+        if not isinstance(hidden_channels, int) or isinstance(hidden_channels, bool) \
+                or hidden_channels < 1:
+            raise ValueError(f"hidden_channels must be a positive int, got "
+                             f"{hidden_channels!r}")
+        self.num_items = num_items
+        self.hidden_channels = hidden_channels
+        self.embedding = torch.nn.Embedding(num_items, hidden_channels)
+
+    # -- construction ------------------------------------------------------
+    def config(self) -> Dict[str, Any]:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def reset_parameters(self) -> None:
+        r"""Every parameter uniform in :math:`[-1/\sqrt{d}, 1/\sqrt{d}]`, as
+        released (``SessionGraph.reset_parameters``)."""
+        stdv = 1.0 / math.sqrt(self.hidden_channels)
+        for p in self.parameters():
+            torch.nn.init.uniform_(p, -stdv, stdv)
+
+    # -- forward -----------------------------------------------------------
+    def node_features(self, batch: Any) -> Tensor:
+        r"""``[N, d]`` node features before they are gathered to positions
+        (the item embeddings here; subclasses add the GNN)."""
+        return self.embedding(batch.x)
+
+    def positions(self, batch: Any) -> SessionPositions:
+        r"""Gather node features to click positions (``h[seq]``)."""
+        for key in ('x', 'seq', 'seq_batch', 'last'):
+            if getattr(batch, key, None) is None:
+                raise ValueError(f"batch lacks the SessionData field {key!r}; build it "
+                                 f"with SessionData.from_sequence / build_session_batch")
+        h = self.node_features(batch)
+        index = batch.seq_batch
+        num_sessions = batch.last.numel()
+        counts = scatter(torch.ones_like(index), index, 0, dim_size=num_sessions,
+                         reduce='sum')
+        return SessionPositions(h[batch.seq], index, cumsum(counts), num_sessions)
+
+    def score(self, pos: SessionPositions, candidates: Optional[Tensor]) -> Tensor:
+        raise NotImplementedError  # pragma: no cover
+
+    def forward(self, batch: Any, candidates: Optional[Tensor] = None) -> Tensor:
+        r"""Scores of all items (``[B, num_items]``, column 0 = :math:`-\infty`)
+        or of the given ``candidates`` (``[B, C]`` item ids -> ``[B, C]``)."""
+        pos = self.positions(batch)
+        if candidates is not None:
+            check_candidates(candidates, pos.num_sessions, self.num_items)
+            candidates = candidates.long()
+        return self.score(pos, candidates)
+
+    @torch.no_grad()
+    def recommend(self, batch: Any, k: int = 20) -> Tensor:
+        r"""``[B, k]`` item ids of the top-``k`` scores (never the padding id)."""
+        if not 1 <= k < self.num_items:
+            raise ValueError(f"k must lie in [1, {self.num_items - 1}], got {k}")
+        return self.forward(batch).topk(k, dim=-1).indices
+
+    def extra_repr(self) -> str:
+        return ', '.join(f'{k}={v!r}' for k, v in self.config().items())

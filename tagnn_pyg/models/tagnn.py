@@ -1,0 +1,190 @@
+r"""TAGNN (Yu et al., SIGIR 2020) as a composition of :mod:`tagnn_pyg.nn` parts."""
+from __future__ import annotations
+
+from typing import Any, Dict, Optional, Tuple
+
+import torch
+from torch import Tensor
+from torch_geometric.nn.aggr import MeanAggregation
+
+from tagnn_pyg.models.scoring import (SessionPositions, SessionRecommender, dot_scores,
+                                      pad_padding_column)
+from tagnn_pyg.nn import GatedSessionConv
+from tagnn_pyg.nn.readouts import LastItemReadout, SoftAttentionReadout
+from tagnn_pyg.nn.target_attention import TargetAttention
+
+__all__ = ['TAGNN', 'TAGNN_SCORES', 'TAGNN_SESSIONS']
+
+TAGNN_SCORES = ('released', 'paper')
+TAGNN_SESSIONS = ('full', 'local', 'mean', 'attention', 'local+attention')
+
+
+class TAGNN(SessionRecommender):
+    r"""TAGNN: gated GNN + target-aware attention over the session's clicks.
+
+    Positions :math:`\mathbf{v}_i` (the GNN states of the clicked items, in click
+    order), the last click :math:`\mathbf{v}_{s_n}`, candidate items
+    :math:`\mathbf{v}_t` = ``embedding.weight[t]`` (raw embeddings), :math:`t =
+    1..m`:
+
+    .. math::
+        \beta_{i,t} &= \mathrm{softmax}_i\left(\mathbf{v}_t^{\top}\mathbf{W}
+            \mathbf{v}_i\right), \qquad
+        \mathbf{s}^t_{target} = \sum_i \beta_{i,t} \mathbf{v}_i
+            \qquad\text{(eq. 6-7)}
+
+        \alpha_i &= \mathrm{softmax}_i\left(\mathbf{q}^{\top}\sigma(\mathbf{W}_1
+            \mathbf{v}_{s_n} + \mathbf{W}_2 \mathbf{v}_i + \mathbf{c})\right),
+            \qquad
+        \mathbf{s}_{global} = \sum_i \alpha_i \mathbf{v}_i, \qquad
+        \mathbf{s}_{local} = \mathbf{v}_{s_n}
+
+    (the softmax over :math:`\alpha` is the released code's; SR-GNN has none).
+    The score of item :math:`t`:
+
+    * ``score='released'`` (default; the code that produced the published
+      numbers):
+      :math:`z_t = \mathbf{v}_t^{\top}\left(\mathbf{W}'_3[\mathbf{s}_{global};
+      \mathbf{s}_{local}] + \mathbf{b}'_3 + \mathbf{s}^t_{target}\right)`,
+      or with ``hybrid=False``
+      :math:`z_t = \mathbf{v}_t^{\top}(\mathbf{s}_{global} + \mathbf{s}^t_{target})`;
+    * ``score='paper'`` (eq. 10):
+      :math:`z_t = \mathbf{v}_t^{\top}\mathbf{W}_3[\mathbf{s}^t_{target};
+      \mathbf{s}_{local}; \mathbf{s}_{global}]`, :math:`\mathbf{W}_3 \in
+      \mathbb{R}^{d \times 3d}` without bias.
+
+    Both are computed as :math:`z_t = c_t + \sum_i \beta_{i,t}\,(\mathbf{u}_t
+    \cdot \mathbf{v}_i)` with :math:`\mathbf{u}_t = \mathbf{v}_t` (released) or
+    :math:`\mathbf{u}_t = \mathbf{W}_{3a}^{\top}\mathbf{v}_t` (paper,
+    :math:`\mathbf{W}_3 = [\mathbf{W}_{3a} | \mathbf{W}_{3b} | \mathbf{W}_{3c}]`)
+    and :math:`c_t` the inner product of :math:`\mathbf{v}_t` with the
+    target-independent part, by :class:`~tagnn_pyg.nn.TargetAttention`, which
+    never builds the ``[B, m, d]`` tensor of the released code. Attention is
+    per session (the released code's softmaxes also run over padded slots).
+
+    The paper's ablations (section 3.3) drop the target term and keep one
+    session representation (``session=``): ``'local'`` (TAGNN-L,
+    :math:`z_t = \mathbf{v}_t^{\top}\mathbf{s}_{local}`), ``'mean'``
+    (TAGNN-Avg, mean of the :math:`\mathbf{v}_i`), ``'attention'`` (TAGNN-Att,
+    :math:`\mathbf{s}_{global}`), ``'local+attention'`` (TAGNN-L+Att,
+    :math:`\mathbf{W}'_3[\mathbf{s}_{global}; \mathbf{s}_{local}] +
+    \mathbf{b}'_3`). ``score`` and ``hybrid`` only affect ``session='full'``.
+
+    Args:
+        num_items (int): Number of item ids *including* the padding id 0.
+        hidden_channels (int, optional): :math:`d`. (default: :obj:`100`)
+        num_steps (int, optional): GNN propagation steps. (default: :obj:`1`)
+        score (str, optional): ``'released'`` or ``'paper'`` (eq. 10).
+            (default: ``'released'``)
+        session (str, optional): ``'full'`` (TAGNN) or one of the ablations
+            above. (default: ``'full'``)
+        hybrid (bool, optional): With ``score='released'``, use
+            :math:`\mathbf{W}'_3[\mathbf{s}_{global}; \mathbf{s}_{local}] +
+            \mathbf{b}'_3` (``True``, released default) or
+            :math:`\mathbf{s}_{global}` alone (``--nonhybrid``).
+            (default: :obj:`True`)
+        chunk_size (int, optional): Items per chunk in
+            :class:`~tagnn_pyg.nn.TargetAttention` (bounds peak memory);
+            ``None`` keeps its default.
+
+    Shapes:
+        - **input:** a batch of :class:`~tagnn_pyg.data.SessionData` with
+          :math:`B` sessions, optional ``candidates`` :math:`(B, C)` item ids
+        - **output:** :math:`(B, \text{num\_items})` (column 0 =
+          :math:`-\infty`) or :math:`(B, C)`
+    """
+
+    def __init__(self, num_items: int, hidden_channels: int = 100, num_steps: int = 1,
+                 score: str = 'released', session: str = 'full', hybrid: bool = True,
+                 chunk_size: Optional[int] = None) -> None:
+        super().__init__(num_items, hidden_channels)
+        if score not in TAGNN_SCORES:
+            raise ValueError(f"score must be one of {TAGNN_SCORES}, got {score!r}")
+        if session not in TAGNN_SESSIONS:
+            raise ValueError(f"session must be one of {TAGNN_SESSIONS}, got {session!r}")
+        self.num_steps = int(num_steps)
+        self.score_form = score
+        self.session = session
+        self.hybrid = bool(hybrid)
+        self.chunk_size = chunk_size
+        d = hidden_channels
+        full = session == 'full'
+
+        self.gnn: Optional[GatedSessionConv] = GatedSessionConv(d, num_steps=self.num_steps)
+        uses_local = session in ('full', 'local', 'local+attention')
+        uses_global = session in ('full', 'attention', 'local+attention')
+        self.local_readout = LastItemReadout() if uses_local else None
+        self.global_readout = SoftAttentionReadout(d, softmax=True) if uses_global else None
+        self.mean_readout = MeanAggregation() if session == 'mean' else None
+        # released W3' (linear_transform, with bias) over [s_global; s_local]
+        needs_transform = session == 'local+attention' or (
+            full and score == 'released' and self.hybrid)
+        self.lin_transform = torch.nn.Linear(2 * d, d) if needs_transform else None
+        # paper W3 over [s_target; s_local; s_global], eq. (10), no bias
+        self.lin_score = (torch.nn.Linear(3 * d, d, bias=False)
+                          if full and score == 'paper' else None)
+        if full:
+            kw = {} if chunk_size is None else {'chunk_size': chunk_size}
+            self.target_attention: Optional[TargetAttention] = TargetAttention(d, **kw)
+        else:
+            self.target_attention = None
+        self.reset_parameters()
+
+    def config(self) -> Dict[str, Any]:
+        return dict(num_items=self.num_items, hidden_channels=self.hidden_channels,
+                    num_steps=self.num_steps, score=self.score_form, session=self.session,
+                    hybrid=self.hybrid, chunk_size=self.chunk_size)
+
+    # -- encoder -----------------------------------------------------------
+    def node_features(self, batch: Any) -> Tensor:
+        x = self.embedding(batch.x)
+        if self.gnn is None:
+            return x
+        return self.gnn(x, batch.edge_index, getattr(batch, 'edge_weight_in', None),
+                        getattr(batch, 'edge_weight_out', None))
+
+    # -- readouts ----------------------------------------------------------
+    def session_terms(self, pos: SessionPositions) -> Tuple[Tensor, Optional[Tensor]]:
+        r"""The target-independent session vector :math:`\mathbf{q}` (so that
+        :math:`c_t = \mathbf{v}_t \cdot \mathbf{q}`) and, with
+        ``score='paper'``, :math:`\mathbf{W}_{3a}` (else ``None``)."""
+        B = pos.num_sessions
+        s_local = (self.local_readout(pos.x, pos.index, dim_size=B)
+                   if self.local_readout is not None else None)
+        s_global = None
+        if self.global_readout is not None:
+            s_global = self.global_readout(pos.x, pos.index, dim_size=B, last=s_local)
+        if self.session == 'local':
+            return s_local, None
+        if self.session == 'mean':
+            return self.mean_readout(pos.x, pos.index, dim_size=B), None
+        if self.session == 'attention':
+            return s_global, None
+        if self.lin_score is not None:  # paper eq. (10)
+            d = self.hidden_channels
+            w = self.lin_score.weight                      # [d, 3d]
+            q = torch.cat([s_local, s_global], dim=-1) @ w[:, d:].t()
+            return q, w[:, :d]
+        if self.lin_transform is not None:
+            return self.lin_transform(torch.cat([s_global, s_local], dim=-1)), None
+        return s_global, None                              # released, non-hybrid
+
+    def score(self, pos: SessionPositions, candidates: Optional[Tensor]) -> Tensor:
+        q, w3a = self.session_terms(pos)
+        weight = self.embedding.weight
+        if self.target_attention is None:
+            return dot_scores(q, weight, candidates)
+        if candidates is None:
+            target = weight[1:]
+            value = None if w3a is None else target @ w3a
+            term = self.target_attention(pos.x, pos.index, dim_size=pos.num_sessions,
+                                         target=target, value=value)
+            return pad_padding_column(torch.addmm(term, q, target.t()))
+        base = dot_scores(q, weight, candidates)
+        B, C = candidates.shape
+        target = weight[candidates.reshape(-1)]            # [B*C, d]
+        value = None if w3a is None else target @ w3a
+        rows = torch.arange(B * C, device=candidates.device).view(B, C)
+        term = self.target_attention(pos.x, pos.index, dim_size=B, target=target,
+                                     value=value, candidates=rows)
+        return base + term      # candidate id 0 stays -inf through `base`

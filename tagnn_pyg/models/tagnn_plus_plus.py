@@ -1,0 +1,166 @@
+r"""TAGNN++ (Mitheran et al., 2021): TAGNN with a Transformer layer over the
+clicks, as a composition of :mod:`tagnn_pyg.nn` parts."""
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, Optional
+
+import torch
+
+from tagnn_pyg.models.scoring import SessionPositions
+from tagnn_pyg.models.tagnn import TAGNN
+from tagnn_pyg.nn.session_transformer import SessionTransformer
+
+__all__ = ['TAGNNPlusPlus', 'TAGNNPP_LAYERS', 'TAGNNPP_INITS']
+
+TAGNNPP_LAYERS = ('paper', 'released')
+TAGNNPP_INITS = ('uniform', 'transformer-default')
+
+
+class TAGNNPlusPlus(TAGNN):
+    r"""TAGNN++: gated GNN, then a causal self-attention layer over each
+    session's clicks (in click order), then TAGNN's readouts and
+    target-attentive score.
+
+    .. math::
+        \mathbf{h} &= \mathrm{GatedSessionConv}(\mathbf{E}[\mathbf{x}]),
+            \qquad \mathbf{v}^{(0)}_i = \mathbf{h}_{seq_i}
+            \;(+\, \mathbf{p}_i \text{ with positional embeddings})
+
+        \mathbf{v}_i &= \mathrm{SessionTransformer}(\mathbf{v}^{(0)})_i
+
+    with, for ``layer='paper'`` (section III-B: multi-head attention, add &
+    LayerNorm, feed-forward, add & LayerNorm, dropout),
+
+    .. math::
+        \mathbf{a} = \mathrm{LN}(\mathbf{v}^{(0)} + \mathrm{MHA}_{causal}
+        (\mathbf{v}^{(0)})), \qquad
+        \mathbf{v} = \mathrm{LN}(\mathbf{a} + \mathrm{FFN}(\mathbf{a})),
+
+    and for ``layer='released'`` the released code's form
+    :math:`\mathbf{v} = \mathrm{MHA}_{causal}(\mathbf{v}^{(0)}) +
+    \mathrm{LN}(\mathbf{v}^{(0)})` (no feed-forward, no positional embeddings,
+    non-hybrid score). The scores are TAGNN's (:class:`TAGNN`, default
+    ``score='released'``) computed from these :math:`\mathbf{v}_i`:
+    :math:`z_t = \mathbf{v}_t^{\top}(\mathbf{W}'_3[\mathbf{s}_{global};
+    \mathbf{s}_{local}] + \mathbf{b}'_3 + \mathbf{s}^t_{target})`.
+
+    **Deviations of** ``layer='released'`` **from the released code.** The
+    released layer runs over the *id-sorted node list* of each padded session
+    graph (the padding node 0 included, with a causal mask over that id order)
+    before the clicks are gathered; here it runs over the clicks in click order,
+    padding-free, with the causal mask in click order (the released ordering
+    has no sequential meaning and depends on item ids). Dropout (0.1) acts on
+    the attention weights as in ``torch.nn.MultiheadAttention``.
+
+    **Initialisation.** The released ``reset_parameters`` draws *every*
+    parameter, the attention projections and the LayerNorm gains and biases
+    included, uniformly from :math:`[-1/\sqrt{d}, 1/\sqrt{d}]`
+    (``init='uniform'``, default). ``init='transformer-default'`` keeps the
+    :class:`~tagnn_pyg.nn.SessionTransformer`'s own initialisation (unit
+    LayerNorm gains, ...) for the Transformer's parameters.
+
+    Adaptive gradient clipping is a training option
+    (:class:`tagnn_pyg.optim.AGC`, the ``agc`` key of the presets).
+
+    Args:
+        num_items (int): Number of item ids *including* the padding id 0.
+        hidden_channels (int, optional): :math:`d`. (default: :obj:`100`)
+        heads (int, optional): Attention heads (:math:`d` must be divisible by
+            it). (default: :obj:`2`)
+        num_steps (int, optional): GNN propagation steps. (default: :obj:`1`)
+        dropout (float, optional): Transformer dropout. (default: :obj:`0.1`)
+        use_gnn (bool, optional): ``False`` for the "-GNN" ablation (item
+            embeddings go straight to the Transformer). (default: :obj:`True`)
+        use_transformer (bool, optional): ``False`` for the "-Transformer"
+            ablation (TAGNN). (default: :obj:`True`)
+        positional (bool, optional): Learned positional embeddings ("-PE"
+            ablation: ``False``). ``None``: ``True`` for ``layer='paper'``,
+            ``False`` for ``layer='released'``. (default: :obj:`None`)
+        layer (str, optional): ``'paper'`` or ``'released'``.
+            (default: ``'paper'``)
+        hybrid (bool, optional): As in :class:`TAGNN`; ``None``: ``True`` for
+            ``layer='paper'``, ``False`` (released ``nonhybrid=True``) for
+            ``layer='released'``. (default: :obj:`None`)
+        score (str, optional): ``'released'`` or ``'paper'``, as in
+            :class:`TAGNN`. (default: ``'released'``)
+        session (str, optional): As in :class:`TAGNN`. (default: ``'full'``)
+        max_length (int, optional): Longest session the positional table
+            covers (positions count from the first click). (default: :obj:`512`)
+        init (str, optional): ``'uniform'`` or ``'transformer-default'``.
+            (default: ``'uniform'``)
+        chunk_size (int, optional): As in :class:`TAGNN`.
+
+    Shapes:
+        - **input:** a batch of :class:`~tagnn_pyg.data.SessionData` with
+          :math:`B` sessions, optional ``candidates`` :math:`(B, C)` item ids
+        - **output:** :math:`(B, \text{num\_items})` (column 0 =
+          :math:`-\infty`) or :math:`(B, C)`
+    """
+
+    def __init__(self, num_items: int, hidden_channels: int = 100, heads: int = 2,
+                 num_steps: int = 1, dropout: float = 0.1, use_gnn: bool = True,
+                 use_transformer: bool = True, positional: Optional[bool] = None,
+                 layer: str = 'paper', hybrid: Optional[bool] = None,
+                 score: str = 'released', session: str = 'full',
+                 max_length: int = 512, init: str = 'uniform',
+                 chunk_size: Optional[int] = None) -> None:
+        if layer not in TAGNNPP_LAYERS:
+            raise ValueError(f"layer must be one of {TAGNNPP_LAYERS}, got {layer!r}")
+        if init not in TAGNNPP_INITS:
+            raise ValueError(f"init must be one of {TAGNNPP_INITS}, got {init!r}")
+        if int(heads) != heads or heads < 1 or hidden_channels % heads != 0:
+            raise ValueError(f"heads must be a positive divisor of hidden_channels="
+                             f"{hidden_channels}, got {heads!r}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must lie in [0, 1), got {dropout!r}")
+        if hybrid is None:
+            hybrid = layer == 'paper'
+        if positional is None:
+            positional = layer == 'paper'
+        super().__init__(num_items, hidden_channels, num_steps=num_steps, score=score,
+                         session=session, hybrid=hybrid, chunk_size=chunk_size)
+        self.heads = int(heads)
+        self.dropout = float(dropout)
+        self.use_gnn = bool(use_gnn)
+        self.use_transformer = bool(use_transformer)
+        self.positional = bool(positional)
+        self.layer = layer
+        self.max_length = int(max_length)
+        self.init = init
+        if not self.use_gnn:
+            self.gnn = None
+        self.transformer: Optional[SessionTransformer] = None
+        if self.use_transformer:
+            self.transformer = SessionTransformer(
+                hidden_channels, heads=self.heads, dropout=self.dropout,
+                positional=self.positional, feed_forward=layer == 'paper',
+                max_length=self.max_length,
+                norm='post' if layer == 'paper' else 'released')
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        r"""Uniform :math:`[-1/\sqrt{d}, 1/\sqrt{d}]` everywhere (released),
+        or the Transformer's own initialisation with
+        ``init='transformer-default'``."""
+        stdv = 1.0 / math.sqrt(self.hidden_channels)
+        for p in self.parameters():
+            torch.nn.init.uniform_(p, -stdv, stdv)
+        if getattr(self, 'init', 'uniform') == 'transformer-default' \
+                and getattr(self, 'transformer', None) is not None:
+            self.transformer.reset_parameters()
+
+    def config(self) -> Dict[str, Any]:
+        return dict(num_items=self.num_items, hidden_channels=self.hidden_channels,
+                    heads=self.heads, num_steps=self.num_steps, dropout=self.dropout,
+                    use_gnn=self.use_gnn, use_transformer=self.use_transformer,
+                    positional=self.positional, layer=self.layer, hybrid=self.hybrid,
+                    score=self.score_form, session=self.session,
+                    max_length=self.max_length, init=self.init,
+                    chunk_size=self.chunk_size)
+
+    def positions(self, batch: Any) -> SessionPositions:
+        pos = super().positions(batch)
+        if self.transformer is not None:
+            pos.x = self.transformer(pos.x, pos.index, dim_size=pos.num_sessions)
+        return pos
