@@ -72,19 +72,21 @@ class SessionPositions:
 
     Attributes:
         x (Tensor): ``[L, d]`` position features.
-        index (LongTensor): ``[L]`` session of each position (sorted).
-        ptr (LongTensor): ``[B + 1]`` CSR offsets of the sessions' positions.
+        index (LongTensor): ``[L]`` session of each position (PyG batching
+            keeps it sorted).
         num_sessions (int): :math:`B`.
     """
     x: Tensor
     index: Tensor
-    ptr: Tensor
     num_sessions: int
 
     @property
-    def last(self) -> Tensor:
-        r"""``[B]`` position of each session's last click."""
-        return self.ptr[1:] - 1
+    def ptr(self) -> Tensor:
+        r"""``[B + 1]`` CSR offsets of the sessions' positions (sorted
+        ``index``)."""
+        counts = scatter(torch.ones_like(self.index), self.index, 0,
+                         dim_size=self.num_sessions, reduce='sum')
+        return cumsum(counts)
 
 
 class SessionRecommender(torch.nn.Module):
@@ -140,11 +142,7 @@ class SessionRecommender(torch.nn.Module):
                 raise ValueError(f"batch lacks the SessionData field {key!r}; build it "
                                  f"with SessionData.from_sequence / build_session_batch")
         h = self.node_features(batch)
-        index = batch.seq_batch
-        num_sessions = batch.last.numel()
-        counts = scatter(torch.ones_like(index), index, 0, dim_size=num_sessions,
-                         reduce='sum')
-        return SessionPositions(h[batch.seq], index, cumsum(counts), num_sessions)
+        return SessionPositions(h[batch.seq], batch.seq_batch, batch.last.numel())
 
     def score(self, pos: SessionPositions, candidates: Optional[Tensor]) -> Tensor:
         raise NotImplementedError  # pragma: no cover
