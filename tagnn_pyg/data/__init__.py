@@ -6,6 +6,7 @@ from .srgnn_format import SRGNNData, read_srgnn_folder, write_srgnn_folder
 from .batching import build_session_batch, SessionLoader
 from .split import temporal_session_split, random_prefix_split
 from .synthetic import make_synthetic_sessions
+from .datasets import SessionDataset, Diginetica, Yoochoose, SyntheticSessions
 
 __all__ = [
     'SessionData',
@@ -21,4 +22,8 @@ __all__ = [
     'temporal_session_split',
     'random_prefix_split',
     'make_synthetic_sessions',
+    'SessionDataset',
+    'Diginetica',
+    'Yoochoose',
+    'SyntheticSessions',
 ]
