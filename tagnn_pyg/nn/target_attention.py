@@ -75,7 +75,7 @@ class _ChunkedTargetAttention(torch.autograd.Function):
             e = _pair_dots(q, k, index, candidates, t0, t1)
             g = _pair_dots(x, u, index, candidates, t0, t1)
             m = scatter(e, index, 0, dim_size, reduce='max')
-            p = (e - m[index]).exp_()
+            p = e.sub_(m[index]).exp_()
             s = scatter(p, index, 0, dim_size, reduce='sum')
             num = scatter(p.mul_(g), index, 0, dim_size, reduce='sum')
             out[:, t0:t1] = num / s.clamp(min=torch.finfo(s.dtype).tiny)
@@ -98,7 +98,7 @@ class _ChunkedTargetAttention(torch.autograd.Function):
             t1 = min(t0 + ctx.chunk_size, num_cols)
             e = _pair_dots(q, k, index, candidates, t0, t1)
             g = _pair_dots(x, u, index, candidates, t0, t1)
-            p = (e - lse[:, t0:t1][index]).exp_()
+            p = e.sub_(lse[:, t0:t1][index]).exp_()
             p.mul_(grad_out[:, t0:t1][index])           # P * dout
             if need_x or need_u:
                 _pair_grads(p, x, u, index, candidates, t0, t1, grad_x, grad_u)
