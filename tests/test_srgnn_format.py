@@ -97,8 +97,10 @@ def test_train_from_option_and_train_override(tmp_path):
     tr = SessionSequences.from_lists([[3, 4]], targets=[5])
     write_srgnn_folder(tmp_path, [[1, 2, 3, 4, 5]], [[1, 2]], train=tr)
     assert read_srgnn_folder(tmp_path, train_from='train').train.to_lists() == [[3, 4]]
-    auto = read_srgnn_folder(tmp_path)
-    assert len(auto.train) == 4 and auto.train_sessions == [[1, 2, 3, 4, 5]]
+    auto = read_srgnn_folder(tmp_path)  # train.txt wins, as in the released code
+    assert auto.train.to_lists() == [[3, 4]] and auto.train_sessions == [[1, 2, 3, 4, 5]]
+    expanded = read_srgnn_folder(tmp_path, train_from='all_train_seq')
+    assert len(expanded.train) == 4 and expanded.train.targets.tolist() == [5, 4, 3, 2]
     with pytest.raises(ValueError, match='train_from'):
         read_srgnn_folder(tmp_path, train_from='x')
     with pytest.raises(ValueError, match='targets'):

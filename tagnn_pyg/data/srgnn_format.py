@@ -135,8 +135,11 @@ def read_srgnn_folder(path: PathLike,
         path (str or PathLike): folder with ``test.txt`` and ``all_train_seq.txt``
             and/or ``train.txt``.
         train_from (str, optional): where the training prefixes come from:
-            ``'auto'`` (default: the prefix expansion of ``all_train_seq.txt``
-            when present, else ``train.txt``), ``'all_train_seq'`` or ``'train'``.
+            ``'auto'`` (default: ``train.txt`` when present, as the released
+            training code reads it, else the prefix expansion of
+            ``all_train_seq.txt``), ``'all_train_seq'`` or ``'train'``. The two
+            agree except for the released Yoochoose fractions, whose ``train.txt``
+            may hold only the last prefixes of the first session.
             ``train_sessions`` is read from ``all_train_seq.txt`` whenever it exists.
 
     Returns:
@@ -158,10 +161,11 @@ def read_srgnn_folder(path: PathLike,
         raise FileNotFoundError(f"{root} has no {TEST}: an SR-GNN folder needs "
                                 f"{TEST} and {ALL_TRAIN_SEQ} or {TRAIN}")
     use_train_txt = (train_from == 'train'
-                     or (train_from == 'auto' and not all_path.exists()))
-    if use_train_txt and not train_path.exists():
-        raise FileNotFoundError(f"{root} has neither {ALL_TRAIN_SEQ} nor {TRAIN}"
-                                if train_from == 'auto' else f"{root} has no {TRAIN}")
+                     or (train_from == 'auto' and train_path.exists()))
+    if train_from == 'auto' and not train_path.exists() and not all_path.exists():
+        raise FileNotFoundError(f"{root} has neither {ALL_TRAIN_SEQ} nor {TRAIN}")
+    if train_from == 'train' and not train_path.exists():
+        raise FileNotFoundError(f"{root} has no {TRAIN}")
     if train_from == 'all_train_seq' and not all_path.exists():
         raise FileNotFoundError(f"{root} has no {ALL_TRAIN_SEQ}")
 

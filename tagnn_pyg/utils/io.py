@@ -16,6 +16,12 @@ from typing import IO, Iterator, Union
 PathLike = Union[str, os.PathLike]
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_writer(path: PathLike, mode: str = 'wb',
                   encoding: Union[str, None] = None) -> Iterator[IO]:
@@ -46,6 +52,7 @@ def atomic_writer(path: PathLike, mode: str = 'wb',
             yield f
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; use normal permissions
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
