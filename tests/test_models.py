@@ -14,6 +14,16 @@ from tagnn_pyg.optim import AGC
 
 M, D = 50, 16   # item ids 0..49 (0 = padding), hidden size
 
+
+@pytest.fixture(autouse=True, scope='module')
+def _one_thread():
+    """Tiny tensors: intra-op threads only add contention on a shared 2-core
+    machine (a 6 ms forward took 0.5 s with 2 threads under load)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
 SESSIONS = [[3, 7, 3, 12, 9], [5], [20, 20, 21], [1, 2, 3, 4, 5, 6, 2, 7], [10, 44, 10]]
 
 CONFIGS = [
@@ -243,6 +253,31 @@ def test_tagnnpp_released_layer_equals_released_port():
     seq_hidden = hidden[alias[0]][None]
     ref = released_compute_scores(model, seq_hidden, softmax_alpha=True,
                                   target_attention=True, hybrid=False)
+    torch.testing.assert_close(ours(model, seq)[:, 1:], ref, atol=1e-8, rtol=1e-6)
+
+
+def test_tagnnpp_paper_layer_is_a_standard_post_ln_transformer_layer():
+    """GNN -> positions (+ learned position embedding of the click index) ->
+    torch.nn.TransformerEncoderLayer (post-LN, ReLU FFN 4d, causal) -> TAGNN's
+    released score, built from torch's own layer with the weights copied."""
+    seq = [3, 7, 3, 12, 9]
+    model = make('tagnnpp', heads=4).double().eval()
+    tr = model.transformer
+    ref_layer = torch.nn.TransformerEncoderLayer(
+        D, 4, dim_feedforward=4 * D, dropout=0.0, batch_first=True,
+        norm_first=False).double().eval()
+    ref_layer.self_attn.load_state_dict(tr.attn.state_dict())
+    for ours_mod, ref_mod in ((tr.lin1, ref_layer.linear1), (tr.lin2, ref_layer.linear2),
+                              (tr.norm1, ref_layer.norm1), (tr.norm2, ref_layer.norm2)):
+        ref_mod.load_state_dict(ours_mod.state_dict())
+    hidden = released_seq_hidden(model, seq)                     # [1, L, d]
+    L = hidden.size(1)
+    hidden = hidden + tr.pos_emb.weight[:L]
+    causal = torch.triu(torch.ones(L, L, dtype=torch.bool), diagonal=1)
+    with torch.no_grad():
+        v = ref_layer(hidden, src_mask=causal)
+        ref = released_compute_scores(model, v, softmax_alpha=True,
+                                      target_attention=True, hybrid=True)
     torch.testing.assert_close(ours(model, seq)[:, 1:], ref, atol=1e-8, rtol=1e-6)
 
 
