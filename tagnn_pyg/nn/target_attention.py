@@ -2,7 +2,7 @@ r"""Target attention (TAGNN eq. 6-7) without the ``[sessions, items, d]`` tensor
 from __future__ import annotations
 
 import math
-from typing import Any, List, Optional, Tuple
+from typing import Any, Optional, Tuple
 
 import torch
 from torch import Tensor
