@@ -472,3 +472,16 @@ def test_errors():
 class SimpleBatch:
     def __init__(self, **kw):
         self.__dict__.update(kw)
+
+
+@pytest.mark.parametrize('key,kw', [('tagnn', {}), ('tagnnpp', dict(score='paper'))])
+def test_trains_under_bfloat16_autocast(key, kw):
+    model = make(key, **kw).train()
+    batch = batch_of(SESSIONS)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        scores = model(batch)
+        part = model(batch, candidates=batch.y.view(-1, 1))
+    loss = F.cross_entropy(scores[:, 1:].float(), batch.y - 1) - part.float().mean()
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())

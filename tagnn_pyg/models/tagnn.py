@@ -177,14 +177,28 @@ class TAGNN(SessionRecommender):
         if candidates is None:
             target = weight[1:]
             value = None if w3a is None else target @ w3a
-            term = self.target_attention(pos.x, pos.index, dim_size=pos.num_sessions,
-                                         target=target, value=value)
-            return pad_padding_column(torch.addmm(term, q, target.t()))
+            term = self._target_term(pos, target, value, None)
+            return pad_padding_column(torch.addmm(term.to(q.dtype), q, target.t()))
         base = dot_scores(q, weight, candidates)
         B, C = candidates.shape
         target = weight[candidates.reshape(-1)]            # [B*C, d]
         value = None if w3a is None else target @ w3a
         rows = torch.arange(B * C, device=candidates.device).view(B, C)
-        term = self.target_attention(pos.x, pos.index, dim_size=B, target=target,
-                                     value=value, candidates=rows)
+        term = self._target_term(pos, target, value, rows)
         return base + term      # candidate id 0 stays -inf through `base`
+
+    def _target_term(self, pos: SessionPositions, target: Tensor, value: Optional[Tensor],
+                     candidates: Optional[Tensor]) -> Tensor:
+        device_type = pos.x.device.type
+        if torch.is_autocast_enabled(device_type):
+            # TargetAttention's custom autograd recomputes its matrices in the
+            # backward pass, outside autocast, where mixed bf16/fp32 inputs
+            # fail: run it in float32 with autocast off.
+            with torch.autocast(device_type=device_type, enabled=False):
+                return self.target_attention(
+                    pos.x.float(), pos.index, dim_size=pos.num_sessions,
+                    target=target.float(),
+                    value=None if value is None else value.float(),
+                    candidates=candidates)
+        return self.target_attention(pos.x, pos.index, dim_size=pos.num_sessions,
+                                     target=target, value=value, candidates=candidates)
