@@ -7,6 +7,11 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
+
+# The suite runs tiny tensors on a 2-core CI machine: one intra-op thread avoids
+# thread start-up and contention costs that dominate such small kernels.
+torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATASETS = Path(os.environ.get('TAGNN_SHARED_DATASETS',
