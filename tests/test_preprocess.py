@@ -326,6 +326,8 @@ def test_csv_hand_made_sorted(tmp_path):
     assert got['test'] == ([[3]], [2])
     assert (stats['train_sessions'], stats['train_sequences'], stats['test_sessions'],
             stats['test_sequences'], stats['num_items']) == (3, 3, 1, 1, 3)
+    assert json.loads((tmp_path / 'out' / 'item_ids.json').read_text()) == \
+        [None, '11', '10', '12']
 
 
 def test_csv_hand_made_file_order(tmp_path):

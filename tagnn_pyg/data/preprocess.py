@@ -573,7 +573,10 @@ def prepare(kind: str, raw_file: PathLike, out_dir: PathLike, **options: Any
     r"""Preprocess a raw click log into an SR-GNN folder with the SR-GNN protocol.
 
     Writes ``all_train_seq.txt``, ``train.txt``, ``test.txt`` (see
-    :func:`~tagnn_pyg.data.write_srgnn_folder`) and ``stats.json`` in ``out_dir``.
+    :func:`~tagnn_pyg.data.write_srgnn_folder`), ``stats.json`` and
+    ``item_ids.json`` (a JSON list whose element ``i`` is the raw item id, as a
+    string, of internal id ``i``; element 0, the padding id, is ``null``) in
+    ``out_dir``.
 
     Args:
         kind (str): ``'diginetica'`` (``train-item-views.csv``), ``'yoochoose'``
@@ -639,6 +642,8 @@ def prepare(kind: str, raw_file: PathLike, out_dir: PathLike, **options: Any
         'max_date': iso(res.max_date),
         'options': opts,
     }
+    # element i = raw id of internal id i (0 is padding: null)
+    atomic_write_text(out / 'item_ids.json', json.dumps([None] + res.item_ids) + '\n')
     atomic_write_text(out / 'stats.json', json.dumps(stats, indent=2) + '\n')
     return stats
 
@@ -711,7 +716,8 @@ def run_prepare(args: argparse.Namespace) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(json.dumps(stats, indent=2))
-    print(f"wrote {args.out_dir}: all_train_seq.txt, train.txt, test.txt, stats.json",
+    print(f"wrote {args.out_dir}: all_train_seq.txt, train.txt, test.txt, stats.json, "
+          f"item_ids.json",
           file=sys.stderr)
     return 0
 
