@@ -219,3 +219,21 @@ def test_errors_and_repr():
         TargetAttention(D, method='fast')
     with pytest.raises(ValueError, match='chunk_size'):
         TargetAttention(D, chunk_size=0)
+
+
+def test_backward_under_bf16_autocast_matches_float32():
+    # The chunked backward recomputes outside autocast: mixed bf16/fp32 inputs
+    # must not reach it, and the result equals the float32 computation.
+    torch.manual_seed(0)
+    att = TargetAttention(8)
+    x = torch.randn(7, 8, requires_grad=True)
+    target = torch.randn(11, 8, requires_grad=True)
+    index = torch.tensor([0, 0, 0, 1, 1, 2, 2])
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        out = att(x, index, dim_size=3, target=target)
+    assert out.dtype == torch.float32
+    out.sum().backward()
+    ref = att(x.detach(), index, dim_size=3, target=target.detach())
+    # the bf16 part is only W v_i (computed under autocast before the cast)
+    assert torch.allclose(out, ref, atol=5e-2)
+    assert torch.isfinite(x.grad).all() and torch.isfinite(target.grad).all()

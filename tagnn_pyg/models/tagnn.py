@@ -189,16 +189,5 @@ class TAGNN(SessionRecommender):
 
     def _target_term(self, pos: SessionPositions, target: Tensor, value: Optional[Tensor],
                      candidates: Optional[Tensor]) -> Tensor:
-        device_type = pos.x.device.type
-        if torch.is_autocast_enabled(device_type):
-            # TargetAttention's custom autograd recomputes its matrices in the
-            # backward pass, outside autocast, where mixed bf16/fp32 inputs
-            # fail: run it in float32 with autocast off.
-            with torch.autocast(device_type=device_type, enabled=False):
-                return self.target_attention(
-                    pos.x.float(), pos.index, dim_size=pos.num_sessions,
-                    target=target.float(),
-                    value=None if value is None else value.float(),
-                    candidates=candidates)
         return self.target_attention(pos.x, pos.index, dim_size=pos.num_sessions,
                                      target=target, value=value, candidates=candidates)

@@ -137,6 +137,15 @@ def target_attention_scores(q: Tensor, x: Tensor, target: Tensor, value: Tensor,
         return (pooled * u).sum(-1)
     if method != 'chunked':
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if torch.is_autocast_enabled(q.device.type):
+        # The backward recomputes the chunks outside autocast, where inputs of
+        # mixed dtypes (bf16 activations, fp32 embeddings) cannot meet in a
+        # matmul; the segment softmax also wants fp32 accumulation. So the
+        # target term always runs in float32 with autocast off.
+        with torch.autocast(device_type=q.device.type, enabled=False):
+            return target_attention_scores(q.float(), x.float(), target.float(),
+                                           value.float(), index, dim_size,
+                                           candidates, chunk_size, method)
     num_cols = target.size(0) if candidates is None else candidates.size(1)
     if chunk_size is None:
         per_col = 1 if candidates is None else q.size(-1)
