@@ -88,15 +88,12 @@ def test_diginetica_temporal_validation(diginetica):
     assert train.num_items == valid.num_items == 43098
 
 
-def test_yoochoose_1_64_counts():
-    src = require_shared('yoochoose1_64')
-    import tempfile
-    with tempfile.TemporaryDirectory() as tmp:
-        root = copy_raw(src, __import__('pathlib').Path(tmp))
-        train = Yoochoose(str(root), fraction=64, log=False)
-        test = Yoochoose(str(root), fraction=64, split='test', log=False)
-        assert len(train) == 369859 and len(test) == 55898
-        assert train.num_items == 37484
+def test_yoochoose_1_64_counts(tmp_path):
+    root = copy_raw(require_shared('yoochoose1_64'), tmp_path)
+    train = Yoochoose(str(root), fraction=64, log=False)
+    test = Yoochoose(str(root), fraction=64, split='test', log=False)
+    assert len(train) == 369859 and len(test) == 55898
+    assert train.num_items == test.num_items == 37484
 
 
 # ---------------------------------------------------------------- small folders
@@ -159,6 +156,11 @@ def test_cache_rebuilt_when_raw_or_options_change(tmp_path, count_process):
     assert len(count_process) == 3
     SessionDataset(str(tmp_path), force_reload=True, log=False)
     assert len(count_process) == 4
+    # a train.txt next to all_train_seq.txt is what read_srgnn_folder uses
+    with open(raw / 'train.txt', 'wb') as f:
+        pickle.dump(([[1, 2], [4]], [3, 3]), f)
+    ds = SessionDataset(str(tmp_path), log=False)
+    assert len(count_process) == 5 and ds.sequences.to_lists() == [[1, 2], [4]]
 
 
 def test_validation_options(tmp_path):
@@ -220,3 +222,14 @@ def test_synthetic_sessions(tmp_path):
     assert not torch.equal(other.sequences.items[:50], train.sequences.items[:50])
     again = SyntheticSessions(str(tmp_path), **kw)
     assert again.sequences.equals(train.sequences)
+
+
+def test_diginetica_from_raw_log(tmp_path):
+    """A raw ``train-item-views.csv`` in ``raw/`` is preprocessed on first use
+    (counts of the shared sample's README)."""
+    (tmp_path / 'raw').mkdir()
+    shutil.copyfile(require_shared('raw', 'diginetica-sample-train-item-views.csv'),
+                    tmp_path / 'raw' / 'train-item-views.csv')
+    train = Diginetica(str(tmp_path), log=False)
+    test = Diginetica(str(tmp_path), split='test', log=False)
+    assert len(train) == 1205 and len(test) == 99 and train.num_items == 310

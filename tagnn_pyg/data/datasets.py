@@ -130,9 +130,12 @@ class SessionDataset(InMemoryDataset):
     r"""A session-based recommendation data set in the SR-GNN format.
 
     ``root/raw/`` holds ``test.txt`` and ``all_train_seq.txt`` (whole training
-    sessions in date order, preferred) or ``train.txt`` (training prefixes);
-    every example is a session prefix with its next item, as a
-    :class:`~tagnn_pyg.data.SessionData` graph.
+    sessions in date order) and/or ``train.txt`` (training prefixes); every
+    example is a session prefix with its next item, as a
+    :class:`~tagnn_pyg.data.SessionData` graph. The training prefixes are those
+    of :func:`~tagnn_pyg.data.read_srgnn_folder` (``train.txt`` when present,
+    as the released code reads it, else the prefix expansion of
+    ``all_train_seq.txt``).
 
     Validation (``valid``):
 
@@ -236,13 +239,19 @@ class SessionDataset(InMemoryDataset):
         return f'{self.weighting}-{v}-v{PROCESS_VERSION}'
 
     def fingerprint(self) -> Dict[str, Any]:
-        """Size, modification time and SHA-256 of each raw file read."""
+        """Size, modification time and SHA-256 of each SR-GNN file in ``raw/``
+        (``all_train_seq.txt``, ``train.txt``, ``test.txt``, those present: all
+        may be read by :func:`~tagnn_pyg.data.read_srgnn_folder`)."""
         if self._fingerprint is None:
             files = {}
             for name in self.raw_file_names:
                 path = osp.join(self.raw_dir, name)
                 if not osp.exists(path):
                     raise FileNotFoundError(f"{self.name}: raw file missing: {path}")
+            for name in (ALL_TRAIN_SEQ, TRAIN, TEST):
+                path = osp.join(self.raw_dir, name)
+                if not osp.exists(path):
+                    continue
                 st = os.stat(path)
                 files[name] = {'size': st.st_size, 'mtime_ns': st.st_mtime_ns,
                                'sha256': _sha256(path)}
