@@ -437,11 +437,15 @@ class Splits:
     Attributes:
         train, valid, test (SessionSequences or None): prefix-expanded data.
         notes (list of str): what was done (split kind, caps), for the record.
+        train_sessions (list of list of int, optional): the whole sessions that
+            ``train`` was expanded from, when known (what the papers' baselines
+            are fitted on).
     """
     train: Any
     valid: Any = None
     test: Any = None
     notes: List[str] = field(default_factory=list)
+    train_sessions: Optional[List[List[int]]] = None
 
     def sizes(self) -> Dict[str, Optional[int]]:
         return {k: (len(v) if v is not None else None)
@@ -509,6 +513,7 @@ def make_splits(
             notes.append(f"training data capped to the last {cfg.max_train} sequences")
 
     valid = None
+    used_sessions = sessions
     if cfg.protocol == 'paper':
         if sessions is not None:
             train = expand_prefixes(sessions)
@@ -516,6 +521,7 @@ def make_splits(
     elif cfg.valid == 'temporal' and sessions is not None:
         tr, va = temporal_session_split(sessions, cfg.valid_fraction)
         train, valid = expand_prefixes(tr), expand_prefixes(va)
+        used_sessions = list(tr)
         notes.append(f"validation: the most recent {len(va)} of {len(sessions)} training "
                      f"sessions ({cfg.valid_fraction:.0%}), whole sessions")
     else:
@@ -528,6 +534,7 @@ def make_splits(
                 "are available; use the random prefix split (valid='random', "
                 "--valid random)")
         train, valid = random_prefix_split(train, cfg.valid_fraction, seed=cfg.seed)
+        used_sessions = None  # the random split cuts sessions
         notes.append(f"validation: random {cfg.valid_fraction:.0%} of the training "
                      f"sequences (released --validation; prefixes of one session can "
                      f"fall on both sides)")
@@ -537,7 +544,8 @@ def make_splits(
     if test is not None and cfg.max_test is not None and len(test) > cfg.max_test:
         test = test[:cfg.max_test]
         notes.append(f"test set capped to its first {cfg.max_test} sequences")
-    return Splits(train=train, valid=valid, test=test, notes=notes)
+    return Splits(train=train, valid=valid, test=test, notes=notes,
+                  train_sessions=used_sessions)
 
 
 # ----------------------------------------------------------------------- trainer
