@@ -482,8 +482,12 @@ def make_splits(
     * ``'honest'`` + ``valid='random'``: a random ``valid_fraction`` of the
       prefix-expanded training sequences (the released ``--validation``).
 
-    Caps: ``max_train`` keeps the most recent training data (whole sessions when
-    known), before the split; ``max_valid`` keeps the last validation sequences;
+    The papers' protocol and the random split use ``train`` when given (the
+    released code reads ``train.txt``), else the expansion of ``train_sessions``.
+
+    Caps: ``max_train`` keeps the most recent training data (whole sessions for
+    the temporal split and the baselines, the last sequences of ``train``
+    otherwise), before the split; ``max_valid`` keeps the last validation sequences;
     ``max_test`` keeps the first test sequences.
 
     Args:
@@ -500,40 +504,41 @@ def make_splits(
     notes: List[str] = []
     if train_sessions is None and train is None:
         raise ValueError("make_splits needs training data: train or train_sessions")
-    if train_sessions is not None:
-        sessions = [list(s) for s in train_sessions]
-        if cfg.max_train is not None:
-            sessions = _recent_sessions(sessions, cfg.max_train)
-            notes.append(f"training data capped to the {len(sessions)} most recent "
-                         f"sessions (max_train={cfg.max_train} sequences)")
-    else:
-        sessions = None
+    sessions = [list(s) for s in train_sessions] if train_sessions is not None else None
+    if sessions is not None and cfg.max_train is not None:
+        sessions = _recent_sessions(sessions, cfg.max_train)
+        notes.append(f"training sessions capped to the {len(sessions)} most recent "
+                     f"(max_train={cfg.max_train} sequences)")
+
+    def sequences() -> Any:
+        """All training sequences: ``train`` as given (``train.txt``, as the
+        released code reads it) or the expansion of the sessions; capped."""
+        if train is None:
+            return expand_prefixes(sessions)
         if cfg.max_train is not None and len(train) > cfg.max_train:
-            train = train[len(train) - cfg.max_train:]
-            notes.append(f"training data capped to the last {cfg.max_train} sequences")
+            notes.append(f"training sequences capped to the last {cfg.max_train}")
+            return train[len(train) - cfg.max_train:]
+        return train
 
     valid = None
     used_sessions = sessions
     if cfg.protocol == 'paper':
-        if sessions is not None:
-            train = expand_prefixes(sessions)
+        train = sequences()
         notes.append("papers' protocol: no validation split, all training sequences used")
-    elif cfg.valid == 'temporal' and sessions is not None:
+    elif cfg.valid == 'temporal':
+        if sessions is None:
+            raise ValueError(
+                "the temporal validation split needs whole training sessions "
+                "(all_train_seq.txt), but only prefix-expanded sequences (train.txt) "
+                "are available; use the random prefix split (valid='random', "
+                "--valid random)")
         tr, va = temporal_session_split(sessions, cfg.valid_fraction)
         train, valid = expand_prefixes(tr), expand_prefixes(va)
         used_sessions = list(tr)
         notes.append(f"validation: the most recent {len(va)} of {len(sessions)} training "
                      f"sessions ({cfg.valid_fraction:.0%}), whole sessions")
     else:
-        if sessions is not None:
-            train = expand_prefixes(sessions)
-        elif cfg.valid == 'temporal':
-            raise ValueError(
-                "the temporal validation split needs whole training sessions "
-                "(all_train_seq.txt), but only prefix-expanded sequences (train.txt) "
-                "are available; use the random prefix split (valid='random', "
-                "--valid random)")
-        train, valid = random_prefix_split(train, cfg.valid_fraction, seed=cfg.seed)
+        train, valid = random_prefix_split(sequences(), cfg.valid_fraction, seed=cfg.seed)
         used_sessions = None  # the random split cuts sessions
         notes.append(f"validation: random {cfg.valid_fraction:.0%} of the training "
                      f"sequences (released --validation; prefixes of one session can "
