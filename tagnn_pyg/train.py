@@ -354,9 +354,11 @@ def _autocast(device: torch.device, enabled: bool) -> Any:
 
 
 def _progress(total: int, desc: str, enabled: bool) -> Any:
+    """A tqdm bar; with ``enabled`` it still hides itself when stderr is not a
+    terminal (logs of batch jobs stay clean)."""
     from tqdm.auto import tqdm
-    return tqdm(total=total, desc=desc, unit='batch', leave=False, disable=not enabled,
-                dynamic_ncols=True)
+    return tqdm(total=total, desc=desc, unit='batch', leave=False,
+                disable=None if enabled else True, dynamic_ncols=True)
 
 
 # ---------------------------------------------------------------------- evaluate
