@@ -1,0 +1,605 @@
+r"""Aggregation of the reproduction runs into ``docs/results.md`` and a figure.
+
+Pure bookkeeping, no torch: reads the per-run JSON files that
+``benchmarks/reproduce.py`` writes (one per model x variant x data set x protocol
+x seed), groups them, computes the mean and the sample standard deviation over
+seeds, puts the papers' figures beside ours and renders
+
+* a markdown block (the tables) that replaces the part of ``docs/results.md``
+  between :data:`BEGIN` and :data:`END` (the prose around it is kept);
+* a PNG bar chart of HR@20 / MRR@20, ours against the papers', when
+  matplotlib is installed (skipped with a message otherwise).
+
+Groups: runs trained as the papers prescribe (no epoch override, no caps) form
+the main table; runs with ``--epochs`` or ``--max-train``/``--max-test`` are
+*limited* and only appear in their own table, never mixed with full runs. The
+one-epoch full-data runs are compared with the released code's one-epoch
+figures (:data:`ONE_EPOCH_RELEASED`), the faithfulness check of issue 4.
+
+Usage::
+
+    python benchmarks/reproduce_report.py                 # = reproduce.py --report
+    python benchmarks/reproduce_report.py --results DIR --doc docs/results.md --figure docs/img/x.png
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS_DIR = REPO / 'benchmarks' / 'results' / 'reproduce'
+DOC = REPO / 'docs' / 'results.md'
+FIGURE = REPO / 'docs' / 'img' / 'results_hr_mrr.png'
+
+BEGIN = '<!-- BEGIN reproduce.py --report (generated, do not edit by hand) -->'
+END = '<!-- END reproduce.py --report -->'
+
+DATASETS: Tuple[str, ...] = ('diginetica', 'yoochoose1_64')
+DATASET_NAMES = {'diginetica': 'Diginetica', 'yoochoose1_64': 'Yoochoose 1/64'}
+PROTOCOLS: Tuple[str, ...] = ('honest', 'paper')
+METRICS: Tuple[str, ...] = ('HR@5', 'HR@10', 'HR@20', 'MRR@5', 'MRR@10', 'MRR@20',
+                            'NDCG@20')
+
+#: Rows of the issue's table, in display order: row -> (model, variant, label).
+ROWS: Dict[str, Tuple[str, str, str]] = {
+    'pop': ('pop', 'full', 'POP'),
+    'spop': ('spop', 'full', 'S-POP'),
+    'itemknn': ('itemknn', 'full', 'Item-KNN'),
+    'srgnn': ('srgnn', 'full', 'SR-GNN'),
+    'tagnn': ('tagnn', 'full', 'TAGNN'),
+    'tagnn-L': ('tagnn', 'L', 'TAGNN-L'),
+    'tagnn-Avg': ('tagnn', 'Avg', 'TAGNN-Avg'),
+    'tagnn-Att': ('tagnn', 'Att', 'TAGNN-Att'),
+    'tagnn-L+Att': ('tagnn', 'L+Att', 'TAGNN-L+Att'),
+    'tagnnpp': ('tagnnpp', 'full', 'TAGNN++'),
+    'tagnnpp-AGC': ('tagnnpp', 'AGC', 'TAGNN++ -AGC'),
+    'tagnnpp-GNN': ('tagnnpp', 'GNN', 'TAGNN++ -GNN'),
+    'tagnnpp-PE': ('tagnnpp', 'PE', 'TAGNN++ -PE'),
+    'tagnnpp-Transformer': ('tagnnpp', 'Transformer', 'TAGNN++ -Transformer'),
+}
+BASELINE_ROWS: Tuple[str, ...] = ('pop', 'spop', 'itemknn')
+NEURAL_ROWS: Tuple[str, ...] = tuple(r for r in ROWS if r not in BASELINE_ROWS)
+
+#: Published HR@20 / MRR@20 (percent), best test epoch of the released code.
+#: Baselines, SR-GNN and TAGNN: TAGNN paper (SIGIR 2020) Table 1 (the baselines
+#: and SR-GNN are SR-GNN's own figures). TAGNN++ and its ablations: TAGNN++ paper
+#: Tables I and II, measured on *different* pickles (see docs/results.md).
+#: TAGNN-L/-Avg/-Att/-L+Att are only drawn in the TAGNN paper's Figure 2: no
+#: numbers were published, hence absent here.
+PAPER: Dict[Tuple[str, str], Tuple[float, float]] = {
+    ('pop', 'diginetica'): (0.89, 0.20),
+    ('spop', 'diginetica'): (21.06, 13.68),
+    ('itemknn', 'diginetica'): (35.75, 11.57),
+    ('srgnn', 'diginetica'): (50.73, 17.59),
+    ('tagnn', 'diginetica'): (51.31, 18.03),
+    ('tagnnpp', 'diginetica'): (51.86, 17.93),
+    ('tagnnpp-AGC', 'diginetica'): (51.57, 17.65),
+    ('tagnnpp-GNN', 'diginetica'): (51.48, 17.59),
+    ('tagnnpp-PE', 'diginetica'): (51.64, 17.66),
+    ('tagnnpp-Transformer', 'diginetica'): (51.42, 17.84),
+    ('pop', 'yoochoose1_64'): (6.71, 1.65),
+    ('spop', 'yoochoose1_64'): (30.44, 18.35),
+    ('itemknn', 'yoochoose1_64'): (51.60, 21.81),
+    ('srgnn', 'yoochoose1_64'): (70.57, 30.94),
+    ('tagnn', 'yoochoose1_64'): (71.02, 31.12),
+    ('tagnnpp', 'yoochoose1_64'): (71.91, 31.57),
+    ('tagnnpp-AGC', 'yoochoose1_64'): (71.80, 31.41),
+    ('tagnnpp-GNN', 'yoochoose1_64'): (71.75, 31.62),
+    ('tagnnpp-PE', 'yoochoose1_64'): (71.69, 31.48),
+    ('tagnnpp-Transformer', 'yoochoose1_64'): (71.03, 30.69),
+}
+PAPER_SOURCE = {
+    'pop': 'TAGNN Table 1', 'spop': 'TAGNN Table 1', 'itemknn': 'TAGNN Table 1',
+    'srgnn': 'TAGNN Table 1', 'tagnn': 'TAGNN Table 1',
+    'tagnnpp': 'TAGNN++ Table I (other pickles)',
+}
+
+#: The released code after exactly one epoch on the full Diginetica training set
+#: (one H100, papers' settings, all 60,858 test sequences): issue 4's check.
+ONE_EPOCH_RELEASED: Dict[Tuple[str, str], Tuple[float, float]] = {
+    ('srgnn', 'diginetica'): (44.52, 14.12),
+    ('tagnn', 'diginetica'): (43.76, 13.93),
+}
+#: Tolerance of the faithfulness check, in percentage points.
+ONE_EPOCH_TOLERANCE = 1.0
+
+
+# ------------------------------------------------------------------ loading
+
+
+def load_runs(results_dir: Path) -> List[Dict[str, Any]]:
+    r"""Every run record (``*.json``) under ``results_dir``, sorted by file name.
+
+    Raises:
+        ValueError: a file that is not a JSON object with ``row``, ``dataset``,
+            ``protocol``, ``seed`` and ``metrics`` (named in the message).
+    """
+    runs = []
+    if not results_dir.exists():
+        return runs
+    for path in sorted(results_dir.glob('*.json')):
+        try:
+            rec = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}: not valid JSON ({err})") from err
+        missing = [k for k in ('row', 'dataset', 'protocol', 'seed', 'metrics')
+                   if not isinstance(rec, dict) or k not in rec]
+        if missing:
+            raise ValueError(f"{path}: not a reproduce.py run record (missing {missing})")
+        rec.setdefault('_file', path.name)
+        runs.append(rec)
+    return runs
+
+
+def limits_tag(limits: Optional[Mapping[str, Any]]) -> str:
+    r"""Short label of a run's limits (``''`` for a full run), e.g.
+    ``'1 epoch'`` or ``'1 epoch, max_train 20000'``."""
+    if not limits:
+        return ''
+    parts = []
+    if limits.get('epochs') is not None:
+        n = int(limits['epochs'])
+        parts.append(f"{n} epoch{'s' if n != 1 else ''}")
+    for key in ('max_train', 'max_test'):
+        if limits.get(key) is not None:
+            parts.append(f"{key} {int(limits[key])}")
+    return ', '.join(parts)
+
+
+# ------------------------------------------------------------------ statistics
+
+
+def mean_std(values: Sequence[float]) -> Tuple[float, Optional[float]]:
+    r"""Mean and sample standard deviation (:math:`n-1`; ``None`` for one value).
+
+    Raises:
+        ValueError: on an empty sequence.
+    """
+    vals = [float(v) for v in values]
+    if not vals:
+        raise ValueError("mean_std needs at least one value, got none")
+    if len(vals) == 1:
+        return vals[0], None
+    return statistics.fmean(vals), statistics.stdev(vals)
+
+
+@dataclass
+class Group:
+    r"""The runs of one (row, data set, protocol, preset, limits) cell."""
+    row: str
+    dataset: str
+    protocol: str
+    preset: str
+    limits: str
+    runs: List[Dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return ROWS.get(self.row, (None, None, self.row))[2]
+
+    @property
+    def seeds(self) -> List[int]:
+        return sorted(int(r['seed']) for r in self.runs)
+
+    def stat(self, metric: str) -> Tuple[float, Optional[float]]:
+        """Mean and std of ``metric`` over the runs."""
+        return mean_std([r['metrics'][metric] for r in self.runs])
+
+    def paper(self) -> Optional[Tuple[float, float]]:
+        """Published HR@20 / MRR@20 of this row (``None`` if unpublished)."""
+        return PAPER.get((self.row, self.dataset))
+
+    def epochs(self) -> str:
+        """Epochs trained (and chosen) over the runs, e.g. ``'12 (chosen 9)'``."""
+        run = [int(r.get('epochs', 0) or 0) for r in self.runs]
+        chosen = [r.get('epoch_chosen') for r in self.runs]
+        text = _range(run)
+        flat: List[int] = []
+        for c in chosen:
+            if isinstance(c, Mapping):
+                flat += [int(v) for v in c.values()]
+            elif c is not None:
+                flat.append(int(c))
+        if flat and self.row not in BASELINE_ROWS:
+            text += f" (best {_range(flat)})"
+        return text if self.row not in BASELINE_ROWS else '-'
+
+    def wall(self) -> str:
+        """Mean wall time per run."""
+        walls = [float(r.get('wall_s', 0.0) or 0.0) for r in self.runs]
+        return fmt_duration(statistics.fmean(walls)) if walls else '-'
+
+    def devices(self) -> str:
+        return ', '.join(sorted({str(r.get('device', '?')) for r in self.runs}))
+
+
+def _range(values: Sequence[int]) -> str:
+    if not values:
+        return '-'
+    lo, hi = min(values), max(values)
+    return str(lo) if lo == hi else f'{lo}-{hi}'
+
+
+def fmt_duration(seconds: float) -> str:
+    r"""``'42 s'``, ``'12.5 min'``, ``'3.2 h'``."""
+    if seconds < 120:
+        return f'{seconds:.0f} s'
+    if seconds < 7200:
+        return f'{seconds / 60:.1f} min'
+    return f'{seconds / 3600:.1f} h'
+
+
+def fmt_stat(mean: float, std: Optional[float]) -> str:
+    r"""``'50.12 ± 0.31'`` (or ``'50.12'`` for a single run)."""
+    return f'{mean:.2f}' if std is None else f'{mean:.2f} ± {std:.2f}'
+
+
+def group_runs(runs: Iterable[Mapping[str, Any]]) -> List[Group]:
+    r"""Group runs by (row, data set, protocol, preset name, limits), in the
+    display order of :data:`ROWS`, :data:`DATASETS` and :data:`PROTOCOLS`.
+    Of two runs with the same seed in one group the later file wins."""
+    groups: Dict[Tuple[str, str, str, str, str], Group] = {}
+    for rec in runs:
+        preset = rec.get('preset')
+        preset_name = preset.get('name', '') if isinstance(preset, Mapping) else str(preset or '')
+        key = (rec['row'], rec['dataset'], rec['protocol'], preset_name,
+               limits_tag(rec.get('limits')))
+        g = groups.setdefault(key, Group(*key))
+        g.runs = [r for r in g.runs if int(r['seed']) != int(rec['seed'])] + [dict(rec)]
+
+    def order(k: Tuple[str, str, str, str, str]) -> Tuple[Any, ...]:
+        row, ds, proto, preset, lim = k
+        return (DATASETS.index(ds) if ds in DATASETS else len(DATASETS), ds,
+                list(ROWS).index(row) if row in ROWS else len(ROWS), row, preset,
+                PROTOCOLS.index(proto) if proto in PROTOCOLS else -1, lim)
+    return [groups[k] for k in sorted(groups, key=order)]
+
+
+def match_status(group: Group) -> str:
+    r"""How the mean HR@20 and MRR@20 compare with the published figures:
+    per metric ``'≥'`` (match or beat), ``'within 1 sd'``, or the gap
+    ``'-0.84'``; ``''`` when no figure was published."""
+    paper = group.paper()
+    if paper is None:
+        return ''
+    out = []
+    for metric, ref in zip(('HR@20', 'MRR@20'), paper):
+        mean, std = group.stat(metric)
+        if mean >= ref - 5e-3:
+            out.append(f'{metric} ≥')
+        elif std is not None and ref - mean <= std:
+            out.append(f'{metric} within 1 sd')
+        else:
+            out.append(f'{metric} {mean - ref:+.2f}')
+    return ', '.join(out)
+
+
+# ------------------------------------------------------------------ markdown
+
+
+def _table(groups: Sequence[Group], with_limits: bool = False) -> List[str]:
+    head = ['model', 'preset', 'protocol'] + (['limits'] if with_limits else []) \
+        + list(METRICS) + ['paper HR@20 / MRR@20', 'vs paper', 'seeds', 'epochs',
+                           'wall / run', 'device']
+    lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
+    for g in groups:
+        paper = g.paper()
+        cells = [g.label, f'`{g.preset}`' if g.preset else '-', g.protocol]
+        if with_limits:
+            cells.append(g.limits or 'full')
+        cells += [fmt_stat(*g.stat(m)) for m in METRICS]
+        cells += [f'{paper[0]:.2f} / {paper[1]:.2f}' if paper else '-',
+                  match_status(g) if g.protocol in ('paper', 'none') and not g.limits
+                  else '',
+                  f"{len(g.runs)} ({', '.join(map(str, g.seeds))})",
+                  g.epochs(), g.wall(), g.devices()]
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    return lines
+
+
+def expected_runs(datasets: Sequence[str] = DATASETS,
+                  seeds: Sequence[int] = (0, 1, 2)) -> List[Tuple[str, str, str, int]]:
+    r"""Every (data set, row, protocol, seed) the full table needs: the
+    baselines once (protocol ``'none'``, seed 0), every neural row under both
+    protocols and every seed."""
+    out = []
+    for ds in datasets:
+        for row in BASELINE_ROWS:
+            out.append((ds, row, 'none', 0))
+        for row in NEURAL_ROWS:
+            for proto in PROTOCOLS:
+                for seed in seeds:
+                    out.append((ds, row, proto, seed))
+    return out
+
+
+def missing_runs(runs: Iterable[Mapping[str, Any]], datasets: Sequence[str] = DATASETS,
+                 seeds: Sequence[int] = (0, 1, 2)
+                 ) -> Dict[Tuple[str, str, str], List[int]]:
+    r"""Full (unlimited) runs still to do: ``{(data set, row, protocol): [seeds]}``."""
+    done = {(r['dataset'], r['row'], r['protocol'], int(r['seed']))
+            for r in runs if not limits_tag(r.get('limits'))}
+    out: Dict[Tuple[str, str, str], List[int]] = {}
+    for ds, row, proto, seed in expected_runs(datasets, seeds):
+        if (ds, row, proto, seed) not in done:
+            out.setdefault((ds, row, proto), []).append(seed)
+    return out
+
+
+def missing_commands(missing: Mapping[Tuple[str, str, str], List[int]]) -> List[str]:
+    r"""``reproduce.py`` commands that produce the missing runs: rows of one data
+    set with the same protocols and seeds to do share one command."""
+    per_row: Dict[Tuple[str, str], Dict[str, Tuple[int, ...]]] = {}
+    for (ds, row, proto), seeds in missing.items():
+        per_row.setdefault((ds, row), {})[proto] = tuple(seeds)
+    merged: Dict[Tuple[str, Tuple[Tuple[str, Tuple[int, ...]], ...]], List[str]] = {}
+    for (ds, row), todo in per_row.items():
+        if len(set(todo.values())) == 1:  # same seeds under every protocol
+            seeds = next(iter(todo.values()))
+            sig: Tuple[Tuple[str, Tuple[int, ...]], ...] = \
+                ((' '.join(p for p in PROTOCOLS + ('none',) if p in todo), seeds), )
+        else:
+            sig = tuple(sorted(todo.items()))
+        merged.setdefault((ds, sig), []).append(row)
+    cmds = []
+    for (ds, sig), rows in merged.items():
+        for protos, seeds in sig:
+            cmd = f"python benchmarks/reproduce.py --datasets {ds} --rows {' '.join(rows)}"
+            if protos != 'none':
+                cmd += (f" --protocols {protos} --seeds {' '.join(map(str, seeds))} "
+                        f"--device cuda")
+            cmds.append(cmd)
+    return cmds
+
+
+def faithfulness_lines(groups: Sequence[Group]) -> List[str]:
+    r"""The one-epoch check: our full-data one-epoch runs (papers' protocol)
+    beside the released code's one-epoch figures."""
+    lines = ['| model | dataset | ours HR@20 / MRR@20 | released (1 epoch, H100) | '
+             'difference | within 1 point | train + test time | device |',
+             '|---|---|---|---|---|---|---|---|']
+    found = False
+    for g in groups:
+        ref = ONE_EPOCH_RELEASED.get((g.row, g.dataset))
+        if ref is None or g.protocol != 'paper' or g.limits != '1 epoch':
+            continue
+        found = True
+        hr, _ = g.stat('HR@20')
+        mrr, _ = g.stat('MRR@20')
+        d_hr, d_mrr = hr - ref[0], mrr - ref[1]
+        ok = abs(d_hr) <= ONE_EPOCH_TOLERANCE and abs(d_mrr) <= ONE_EPOCH_TOLERANCE
+        lines.append(f"| {g.label} | {DATASET_NAMES.get(g.dataset, g.dataset)} | "
+                     f"{hr:.2f} / {mrr:.2f} | {ref[0]:.2f} / {ref[1]:.2f} | "
+                     f"{d_hr:+.2f} / {d_mrr:+.2f} | {'yes' if ok else 'NO'} | "
+                     f"{g.wall()} | {g.devices()} |")
+    if not found:
+        lines.append('| (no one-epoch full-data run yet) | | | | | | | |')
+    return lines
+
+
+def honest_gap_lines(groups: Sequence[Group]) -> List[str]:
+    r"""HR@20 / MRR@20 of the honest protocol minus the papers' protocol, per
+    row with full runs under both."""
+    by = {(g.row, g.dataset, g.preset, g.protocol): g for g in groups if not g.limits}
+    lines = ['| model | dataset | preset | honest − paper HR@20 | honest − paper MRR@20 |',
+             '|---|---|---|---|---|']
+    n = 0
+    for (row, ds, preset, proto), g in by.items():
+        if proto != 'honest' or (row, ds, preset, 'paper') not in by:
+            continue
+        p = by[(row, ds, preset, 'paper')]
+        n += 1
+        lines.append(f"| {g.label} | {DATASET_NAMES.get(ds, ds)} | `{preset}` | "
+                     f"{g.stat('HR@20')[0] - p.stat('HR@20')[0]:+.2f} | "
+                     f"{g.stat('MRR@20')[0] - p.stat('MRR@20')[0]:+.2f} |")
+    if not n:
+        lines.append('| (needs full runs under both protocols) | | | | |')
+    return lines
+
+
+def render_markdown(runs: Sequence[Mapping[str, Any]], figure: Optional[str] = None
+                    ) -> str:
+    r"""The generated block of ``docs/results.md`` (without the markers)."""
+    groups = group_runs(runs)
+    full = [g for g in groups if not g.limits]
+    limited = [g for g in groups if g.limits]
+    out: List[str] = []
+    out.append(f"Generated from {len(runs)} run record(s) in "
+               f"`benchmarks/results/reproduce/`. Metrics in percent, full ranking over "
+               f"all items, ties against the model; mean ± sample standard deviation over "
+               f"seeds. *paper* protocol = best test epoch per metric (released code); "
+               f"*honest* = epoch chosen on the most recent 10 % of the training sessions, "
+               f"test evaluated once; *none* = a baseline (no training, no selection). "
+               f"'vs paper': `≥` matches or beats the published figure, 'within 1 sd', or "
+               f"the gap in points.")
+    out.append('')
+    for ds in DATASETS:
+        gs = [g for g in full if g.dataset == ds]
+        out.append(f"### {DATASET_NAMES[ds]}: full runs")
+        out.append('')
+        if gs:
+            out += _table(gs)
+        else:
+            out.append('No full run yet.')
+        out.append('')
+    if limited:
+        out.append('### Limited runs (epoch override or data caps; not comparable with '
+                   'the papers except as labelled)')
+        out.append('')
+        out += _table(limited, with_limits=True)
+        out.append('')
+    out.append('### One-epoch faithfulness check (issue 4)')
+    out.append('')
+    out += faithfulness_lines(groups)
+    out.append('')
+    out.append('### Honest protocol minus papers\' protocol')
+    out.append('')
+    out += honest_gap_lines(groups)
+    out.append('')
+    missing = missing_runs(runs)
+    out.append('### Still to run')
+    out.append('')
+    if missing:
+        n = sum(len(v) for v in missing.values())
+        out.append(f"{n} full run(s) of the table are missing (3 seeds per neural row "
+                   f"and protocol). Commands that produce them (resumable; finished runs "
+                   f"are read back):")
+        out.append('')
+        out.append('```')
+        out += missing_commands(missing)
+        out.append('```')
+    else:
+        out.append('Nothing: every row has all its runs.')
+    if figure:
+        out.append('')
+        out.append(f'![HR@20 and MRR@20, ours vs the papers]({figure})')
+    return '\n'.join(out) + '\n'
+
+
+def splice(doc: str, block: str) -> str:
+    r"""Replace the text between :data:`BEGIN` and :data:`END` in ``doc`` with
+    ``block`` (appending both markers when absent).
+
+    Raises:
+        ValueError: when only one of the markers is present, or END precedes BEGIN.
+    """
+    has_b, has_e = BEGIN in doc, END in doc
+    if has_b != has_e:
+        raise ValueError(f"docs/results.md has {'BEGIN' if has_b else 'END'} but not "
+                         f"{'END' if has_b else 'BEGIN'} marker: restore both "
+                         f"({BEGIN!r} ... {END!r})")
+    if not has_b:
+        sep = '' if doc.endswith('\n') or not doc else '\n'
+        return f"{doc}{sep}\n{BEGIN}\n{block}{END}\n"
+    start = doc.index(BEGIN) + len(BEGIN)
+    stop = doc.index(END)
+    if stop < start:
+        raise ValueError("docs/results.md: the END marker comes before the BEGIN marker")
+    return doc[:start] + '\n' + block + doc[stop:]
+
+
+# ------------------------------------------------------------------ figure
+
+
+def figure_data(runs: Sequence[Mapping[str, Any]]
+                ) -> List[Tuple[str, str, float, float, Optional[float], Optional[float]]]:
+    r"""Bars of the figure: ``(dataset, label, ours HR@20, ours MRR@20, reference
+    HR@20, reference MRR@20)``: every row with a published figure from full runs
+    under the papers' protocol (baselines: protocol ``'none'``), then the
+    one-epoch runs beside the released code's one-epoch figures (label suffix
+    ``'(1 epoch)'``)."""
+    out = []
+    groups = group_runs(runs)
+    for g in groups:
+        if g.limits or g.protocol not in ('paper', 'none') or g.paper() is None:
+            continue
+        paper = g.paper()
+        label = g.label if not g.preset or 'released' not in g.preset \
+            else f'{g.label} (released)'
+        out.append((g.dataset, label, g.stat('HR@20')[0], g.stat('MRR@20')[0],
+                    paper[0] if paper else None, paper[1] if paper else None))
+    for g in groups:
+        ref = ONE_EPOCH_RELEASED.get((g.row, g.dataset))
+        if ref is None or g.protocol != 'paper' or g.limits != '1 epoch':
+            continue
+        out.append((g.dataset, f'{g.label} (1 epoch)', g.stat('HR@20')[0],
+                    g.stat('MRR@20')[0], ref[0], ref[1]))
+    return out
+
+
+def render_figure(runs: Sequence[Mapping[str, Any]], path: Path) -> Optional[Path]:
+    r"""Bar chart of HR@20 and MRR@20 (ours vs the papers), one panel per data
+    set and metric. Returns ``path``, or ``None`` (with a message on stderr)
+    when matplotlib is missing or there is nothing to draw."""
+    try:
+        import matplotlib
+        matplotlib.use('Agg')
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed (pip install 'tagnn-pyg[docs]' or "
+              "pip install matplotlib): figure skipped", file=sys.stderr)
+        return None
+    data = figure_data(runs)
+    if not data:
+        print("no run with a published figure to compare with yet (full runs "
+              "under the papers' protocol, baselines, one-epoch checks): figure "
+              "skipped", file=sys.stderr)
+        return None
+    datasets = [d for d in DATASETS if any(r[0] == d for r in data)]
+    fig, axes = plt.subplots(len(datasets), 2, figsize=(11, 3.6 * len(datasets)),
+                             squeeze=False)
+    for i, ds in enumerate(datasets):
+        rows = [r for r in data if r[0] == ds]
+        labels = [r[1] for r in rows]
+        x = list(range(len(rows)))
+        for j, (metric, col) in enumerate((('HR@20', 2), ('MRR@20', 3))):
+            ax = axes[i][j]
+            ours = [r[col] for r in rows]
+            paper = [r[col + 2] if r[col + 2] is not None else math.nan for r in rows]
+            w = 0.4
+            ax.bar([v - w / 2 for v in x], ours, w, label="ours (papers' protocol)",
+                   color='#1f77b4')
+            ax.bar([v + w / 2 for v in x], paper, w,
+                   label='published (1 epoch: released code)', color='#bbbbbb')
+            ax.set_xticks(x)
+            ax.set_xticklabels(labels, rotation=30, ha='right', fontsize=8)
+            ax.set_ylabel(f'{metric} (%)')
+            ax.set_title(f'{DATASET_NAMES[ds]}: {metric}')
+            ax.grid(axis='y', alpha=0.3)
+            if i == 0 and j == 0:
+                ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+# ------------------------------------------------------------------ entry point
+
+
+def write_report(results_dir: Path = RESULTS_DIR, doc: Path = DOC,
+                 figure: Optional[Path] = FIGURE) -> str:
+    r"""Aggregate ``results_dir`` into ``doc`` (and ``figure``); returns the block."""
+    runs = load_runs(results_dir)
+    fig_ref = None
+    if figure is not None:
+        made = render_figure(runs, figure)
+        if made is not None:
+            try:
+                fig_ref = str(made.resolve().relative_to(doc.resolve().parent))
+            except ValueError:
+                fig_ref = str(made)
+            print(f"figure written to {made}")
+    block = render_markdown(runs, fig_ref)
+    text = doc.read_text() if doc.exists() else '# Reproducing the papers\n'
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    doc.write_text(splice(text, block))
+    print(f"{doc}: {len(runs)} run(s) aggregated")
+    return block
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--results', type=Path, default=RESULTS_DIR, help='run JSON folder')
+    p.add_argument('--doc', type=Path, default=DOC, help='markdown file to update')
+    p.add_argument('--figure', type=Path, default=FIGURE, help='PNG to write')
+    p.add_argument('--no-figure', action='store_true')
+    args = p.parse_args(argv)
+    try:
+        write_report(args.results, args.doc, None if args.no_figure else args.figure)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

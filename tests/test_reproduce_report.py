@@ -1,0 +1,205 @@
+"""Aggregation of reproduction runs (``benchmarks/reproduce_report.py``) on
+hand-made run records: mean / sample std computed by hand, the papers' figures
+table, grouping that never mixes limited and full runs, the faithfulness check,
+missing-run commands, splicing into docs/results.md; plus the run plan of
+``benchmarks/reproduce.py`` (no training)."""
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / 'benchmarks'
+sys.path.insert(0, str(BENCH))
+
+import reproduce_report as rr  # noqa: E402
+
+
+def rec(row='srgnn', dataset='diginetica', protocol='paper', seed=0, hr20=50.0,
+        mrr20=17.0, limits=None, preset='srgnn', epochs=12, chosen=None, wall=100.0,
+        device='NVIDIA H100'):
+    metrics = {m: 1.0 for m in rr.METRICS}
+    metrics.update({'HR@20': hr20, 'MRR@20': mrr20})
+    return {'row': row, 'model': rr.ROWS[row][0], 'variant': rr.ROWS[row][1],
+            'dataset': dataset, 'protocol': protocol, 'seed': seed, 'metrics': metrics,
+            'limits': limits, 'preset': {'name': preset} if preset else None,
+            'epochs': epochs, 'epoch_chosen': chosen, 'wall_s': wall, 'device': device}
+
+
+def test_mean_std_by_hand():
+    mean, std = rr.mean_std([50.0, 51.0, 52.5])
+    assert mean == pytest.approx(51.16666666)
+    # sample std: sqrt(((-1.1667)^2 + (-0.1667)^2 + 1.3333^2) / 2)
+    assert std == pytest.approx(math.sqrt((1.36111 + 0.02778 + 1.77778) / 2), rel=1e-4)
+    assert rr.mean_std([3.0]) == (3.0, None)
+    with pytest.raises(ValueError, match='at least one'):
+        rr.mean_std([])
+
+
+def test_groups_seeds_and_keep_limited_runs_apart():
+    runs = [rec(seed=0, hr20=50.0), rec(seed=1, hr20=52.0), rec(seed=2, hr20=51.0),
+            rec(seed=0, hr20=44.0, limits={'epochs': 1}, epochs=1),
+            rec(seed=0, protocol='honest', hr20=49.0)]
+    groups = rr.group_runs(runs)
+    assert [(g.protocol, g.limits, len(g.runs)) for g in groups] == [
+        ('honest', '', 1), ('paper', '', 3), ('paper', '1 epoch', 1)]
+    full = groups[1]
+    assert full.stat('HR@20') == pytest.approx((51.0, 1.0))
+    assert full.seeds == [0, 1, 2]
+    # a rerun of the same seed replaces the older record
+    again = rr.group_runs(runs[:3] + [rec(seed=1, hr20=55.0)])
+    assert again[0].stat('HR@20')[0] == pytest.approx((50 + 55 + 51) / 3)
+
+
+def test_paper_figures_table():
+    assert rr.PAPER[('srgnn', 'diginetica')] == (50.73, 17.59)
+    assert rr.PAPER[('tagnn', 'yoochoose1_64')] == (71.02, 31.12)
+    assert rr.PAPER[('tagnnpp', 'diginetica')] == (51.86, 17.93)
+    assert rr.PAPER[('tagnnpp-GNN', 'yoochoose1_64')] == (71.75, 31.62)
+    assert rr.PAPER[('itemknn', 'yoochoose1_64')] == (51.60, 21.81)
+    # TAGNN's ablations were only drawn (Figure 2): no numbers to compare with
+    assert ('tagnn-L', 'diginetica') not in rr.PAPER
+    for row, ds in rr.PAPER:
+        assert row in rr.ROWS and ds in rr.DATASETS
+
+
+def test_match_status():
+    beat = rr.group_runs([rec(seed=s, hr20=51.0, mrr20=17.6) for s in range(3)])[0]
+    assert rr.match_status(beat) == 'HR@20 ≥, MRR@20 ≥'
+    # HR@20 mean 50.0, std 1.0 (paper 50.73 within one sd); MRR 16.0 ± 0 below
+    near = rr.group_runs([rec(seed=0, hr20=49.0, mrr20=16.0),
+                          rec(seed=1, hr20=50.0, mrr20=16.0),
+                          rec(seed=2, hr20=51.0, mrr20=16.0)])[0]
+    assert rr.match_status(near) == 'HR@20 within 1 sd, MRR@20 -1.59'
+    nopaper = rr.group_runs([rec(row='tagnn-L', preset='tagnn-L')])[0]
+    assert rr.match_status(nopaper) == ''
+
+
+def test_markdown_table_and_faithfulness():
+    runs = [rec(seed=s, hr20=50.0 + s, mrr20=17.0) for s in range(3)]
+    runs += [rec(seed=0, hr20=44.0, mrr20=14.5, limits={'epochs': 1}, epochs=1,
+                 wall=2400, device='CPU (x86_64, 2 threads)'),
+             rec(row='pop', protocol='none', preset=None, hr20=0.93, mrr20=0.21,
+                 epochs=0)]
+    md = rr.render_markdown(runs)
+    line = next(l for l in md.splitlines() if l.startswith('| SR-GNN | `srgnn` | paper |'))
+    assert '51.00 ± 1.00' in line and '50.73 / 17.59' in line and '3 (0, 1, 2)' in line
+    assert 'NVIDIA H100' in line
+    pop = next(l for l in md.splitlines() if l.startswith('| POP |'))
+    assert '0.93' in pop and '0.89 / 0.20' in pop and 'HR@20 ≥, MRR@20 ≥' in pop
+    faith = next(l for l in md.splitlines() if '44.52 / 14.12' in l)
+    assert '44.00 / 14.50' in faith and '-0.52 / +0.38' in faith and '| yes |' in faith
+    assert '40.0 min' in faith
+    far = rr.faithfulness_lines(rr.group_runs(
+        [rec(seed=0, hr20=42.0, mrr20=14.0, limits={'epochs': 1})]))
+    assert '| NO |' in far[-1]
+
+
+def test_missing_runs_and_commands():
+    runs = [rec(seed=s) for s in (0, 1)]
+    runs.append(rec(seed=2, limits={'epochs': 1}))  # limited runs do not count
+    missing = rr.missing_runs(runs, datasets=('diginetica',))
+    assert missing[('diginetica', 'srgnn', 'paper')] == [2]
+    assert missing[('diginetica', 'srgnn', 'honest')] == [0, 1, 2]
+    assert missing[('diginetica', 'pop', 'none')] == [0]
+    n_expected = 3 + len(rr.NEURAL_ROWS) * 2 * 3
+    assert sum(map(len, missing.values())) == n_expected - 2
+    cmds = rr.missing_commands({('diginetica', 'srgnn', 'paper'): [2],
+                                ('diginetica', 'tagnn', 'paper'): [2],
+                                ('diginetica', 'tagnn', 'honest'): [2],
+                                ('diginetica', 'tagnnpp', 'paper'): [2],
+                                ('diginetica', 'tagnnpp', 'honest'): [0, 1, 2],
+                                ('yoochoose1_64', 'pop', 'none'): [0]})
+    assert sorted(cmds) == sorted([
+        'python benchmarks/reproduce.py --datasets diginetica --rows srgnn '
+        '--protocols paper --seeds 2 --device cuda',
+        'python benchmarks/reproduce.py --datasets diginetica --rows tagnn '
+        '--protocols honest paper --seeds 2 --device cuda',
+        'python benchmarks/reproduce.py --datasets diginetica --rows tagnnpp '
+        '--protocols honest --seeds 0 1 2 --device cuda',
+        'python benchmarks/reproduce.py --datasets diginetica --rows tagnnpp '
+        '--protocols paper --seeds 2 --device cuda',
+        'python benchmarks/reproduce.py --datasets yoochoose1_64 --rows pop'])
+    # every missing run of an empty results folder is covered by the commands
+    everything = rr.missing_commands(rr.missing_runs([]))
+    assert len(everything) == 4  # baselines + neural rows, per data set
+
+
+def test_honest_gap():
+    runs = [rec(protocol='paper', hr20=51.0, mrr20=18.0),
+            rec(protocol='honest', hr20=50.2, mrr20=17.7)]
+    lines = rr.honest_gap_lines(rr.group_runs(runs))
+    assert lines[-1] == '| SR-GNN | Diginetica | `srgnn` | -0.80 | -0.30 |'
+
+
+def test_splice_keeps_prose():
+    doc = f"# Results\n\nprose before\n\n{rr.BEGIN}\nold table\n{rr.END}\n\nprose after\n"
+    out = rr.splice(doc, 'new table\n')
+    assert 'old table' not in out and 'new table' in out
+    assert out.startswith('# Results\n\nprose before') and out.endswith('prose after\n')
+    assert rr.splice(out, 'new table\n') == out  # idempotent
+    appended = rr.splice('# Results\n', 'x\n')
+    assert appended.endswith(f'{rr.BEGIN}\nx\n{rr.END}\n')
+    with pytest.raises(ValueError, match='marker'):
+        rr.splice(f'{rr.BEGIN}\nno end', 'x')
+
+
+def test_load_runs_and_write_report(tmp_path, monkeypatch):
+    res = tmp_path / 'results'
+    res.mkdir()
+    for s in range(2):
+        (res / f'run{s}.json').write_text(json.dumps(rec(seed=s, hr20=50.0 + 2 * s)))
+    doc = tmp_path / 'results.md'
+    doc.write_text(f'# R\n\n{rr.BEGIN}\n{rr.END}\n\nafter\n')
+    # figure skipped (with a message) when matplotlib cannot be imported
+    monkeypatch.setitem(sys.modules, 'matplotlib', None)
+    block = rr.write_report(res, doc, tmp_path / 'fig.png')
+    assert not (tmp_path / 'fig.png').exists()
+    assert '51.00 ± 1.41' in block and doc.read_text().endswith('after\n')
+    (res / 'bad.json').write_text('{"row": "srgnn"}')
+    with pytest.raises(ValueError, match='bad.json'):
+        rr.load_runs(res)
+
+
+def test_figure_data():
+    runs = [rec(seed=0, hr20=50.0, mrr20=17.0),
+            rec(seed=0, hr20=44.0, mrr20=14.0, limits={'epochs': 1}),
+            rec(seed=0, hr20=9.0, mrr20=3.0, limits={'epochs': 1, 'max_train': 10}),
+            rec(row='tagnn-L', preset='tagnn-L')]
+    assert rr.figure_data(runs) == [
+        ('diginetica', 'SR-GNN', 50.0, 17.0, 50.73, 17.59),
+        ('diginetica', 'SR-GNN (1 epoch)', 44.0, 14.0, 44.52, 14.12)]
+
+
+def test_reproduce_plan_and_run_ids():
+    import reproduce
+    assert reproduce.preset_for('tagnnpp', 'yoochoose1_64') == 'tagnnpp-paper-yoochoose'
+    assert reproduce.preset_for('tagnnpp-AGC', 'diginetica', 'released') == \
+        'tagnnpp-released-diginetica-AGC'
+    assert reproduce.preset_for('tagnn-L+Att', 'diginetica') == 'tagnn-L+Att'
+    assert reproduce.preset_for('pop', 'diginetica') is None
+    with pytest.raises(ValueError, match='unknown row'):
+        reproduce.preset_for('gru4rec', 'diginetica')
+    specs = reproduce.plan(['pop', 'srgnn'], ['diginetica'], ['honest', 'paper'], [0, 1])
+    assert [(s.row, s.protocol, s.seed) for s in specs] == [
+        ('pop', 'none', 0), ('srgnn', 'honest', 0), ('srgnn', 'honest', 1),
+        ('srgnn', 'paper', 0), ('srgnn', 'paper', 1)]
+    one = reproduce.plan(['srgnn'], ['diginetica'], ['paper'], [0], epochs=1)[0]
+    assert one.run_id == 'diginetica__srgnn__paper__seed0__e1'
+    assert one.limits == {'epochs': 1}
+    # the released TAGNN++ preset has no positional embeddings: -PE is skipped
+    rel = reproduce.plan(['tagnnpp-PE', 'tagnnpp'], ['diginetica'], ['paper'], [0],
+                         tagnnpp_preset='released')
+    assert [s.run_id for s in rel] == ['diginetica__tagnnpp__released__paper__seed0']
+
+
+def test_render_figure_png(tmp_path):
+    pytest.importorskip('matplotlib')
+    runs = [rec(seed=0, hr20=50.0, mrr20=17.0),
+            rec(row='pop', protocol='none', preset=None, hr20=0.9, mrr20=0.2,
+                dataset='yoochoose1_64')]
+    path = rr.render_figure(runs, tmp_path / 'fig.png')
+    assert path is not None and path.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+    assert rr.render_figure([rec(row='tagnn-L', preset='tagnn-L')],
+                            tmp_path / 'none.png') is None
