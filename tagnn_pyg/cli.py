@@ -678,7 +678,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
             'protocol_description': result['protocol_description']}
     from .utils.io import atomic_write_text
     atomic_write_text(Path(args.out) / 'demo.json', json.dumps(demo, indent=2) + '\n')
-    print(f"Run saved in {args.out} ({elapsed:.0f} s). Try: {PROG} recommend "
+    exe = sys.argv[0] if Path(sys.argv[0]).name == PROG else PROG
+    print(f"Run saved in {args.out} ({elapsed:.0f} s). Try: {exe} recommend "
           f"--checkpoint {Path(args.out) / 'best.pt'} --items 1,2,3")
     return 0
 

@@ -1,7 +1,7 @@
 """Trainer, protocols, checkpoints and exact resumption on tiny synthetic data (CPU)."""
 import json
 import math
-from typing import Dict, List
+from typing import List
 
 import pytest
 import torch
@@ -53,10 +53,6 @@ def _model(sessions, name='tagnn', seed=0, **kw):
 
 class Evil:
     """Not a tensor or a plain container: refused by weights_only loading."""
-
-
-def _params(model) -> Dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
 # ------------------------------------------------------------------- learning
