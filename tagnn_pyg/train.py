@@ -61,7 +61,8 @@ OPTIMIZERS = ('adam', )
 
 #: Training-config fields that may differ between a run and its resumption.
 RESUMABLE_CHANGES = frozenset({'epochs', 'device', 'progress', 'tensorboard',
-                               'num_threads', 'check_every', 'eval_batch_size'})
+                               'num_threads', 'check_every', 'eval_batch_size',
+                               'log_interval_s'})
 
 
 class NonFiniteLossError(RuntimeError):
@@ -125,6 +126,9 @@ class TrainConfig:
         tensorboard (bool): also log to TensorBoard (when installed).
         check_every (int): on CUDA, batches between host checks of the loss
             (progress bar update and non-finite check); every batch on the CPU.
+        log_interval_s (float): when no progress bar is shown (``progress=False``
+            or stderr is not a terminal), log a progress line (batch, loss,
+            throughput) at most this often during an epoch.
     """
     epochs: int = 30
     batch_size: int = 100
@@ -157,6 +161,7 @@ class TrainConfig:
     progress: bool = True
     tensorboard: bool = False
     check_every: int = 50
+    log_interval_s: float = 60.0
 
     def __post_init__(self) -> None:
         self.ks = tuple(int(k) for k in self.ks)
@@ -724,7 +729,7 @@ class Trainer:
         loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
         bad_at = torch.full((), -1, device=self.device, dtype=torch.long)
         seen = 0
-        t0 = time.perf_counter()
+        t0 = last_log = time.perf_counter()
         n_batches = len(loader)
         with _progress(n_batches, f'epoch {e + 1}/{cfg.epochs}', cfg.progress) as bar:
             for k, batch in enumerate(loader):
@@ -751,11 +756,18 @@ class Trainer:
                         bad = int(bad_at)
                         if bad >= 0:
                             self._non_finite(e, bad, n_batches, float('nan'))
-                    if cfg.progress:
-                        elapsed = max(time.perf_counter() - t0, 1e-9)
+                    now = time.perf_counter()
+                    if not bar.disable:
                         bar.set_postfix(loss=f'{float(loss_sum) / seen:.4f}',
-                                        seq_s=f'{seen / elapsed:,.0f}', refresh=False)
+                                        seq_s=f'{seen / max(now - t0, 1e-9):,.0f}',
+                                        refresh=False)
                         bar.update((k + 1) - bar.n)
+                    elif now - last_log >= cfg.log_interval_s and k + 1 < n_batches:
+                        last_log = now
+                        logger.info('epoch %d/%d  batch %d/%d  loss %.4f  %s seq/s',
+                                    e + 1, cfg.epochs, k + 1, n_batches,
+                                    float(loss_sum) / seen,
+                                    f'{seen / max(now - t0, 1e-9):,.0f}')
                 if self.on_batch_end is not None:
                     self.on_batch_end(e + 1, k)
         train_loss = float(loss_sum) / max(seen, 1)
