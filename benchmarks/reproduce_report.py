@@ -297,7 +297,8 @@ def _table(groups: Sequence[Group], with_limits: bool = False) -> List[str]:
         cells += [f'{paper[0]:.2f} / {paper[1]:.2f}' if paper else '-',
                   match_status(g) if g.protocol in ('paper', 'none') and not g.limits
                   else '',
-                  f"{len(g.runs)} ({', '.join(map(str, g.seeds))})",
+                  ('- (deterministic)' if g.row in BASELINE_ROWS
+                   else f"{len(g.runs)} ({', '.join(map(str, g.seeds))})"),
                   g.epochs(), g.wall(), g.devices()]
         lines.append('| ' + ' | '.join(cells) + ' |')
     return lines
@@ -543,10 +544,13 @@ def render_figure(runs: Sequence[Mapping[str, Any]], path: Path) -> Optional[Pat
             ours = [r[col] for r in rows]
             paper = [r[col + 2] if r[col + 2] is not None else math.nan for r in rows]
             w = 0.4
-            ax.bar([v - w / 2 for v in x], ours, w, label="ours (papers' protocol)",
-                   color='#1f77b4')
-            ax.bar([v + w / 2 for v in x], paper, w,
-                   label='published (1 epoch: released code)', color='#bbbbbb')
+            b1 = ax.bar([v - w / 2 for v in x], ours, w, label="ours (papers' protocol)",
+                        color='#1f77b4')
+            b2 = ax.bar([v + w / 2 for v in x], paper, w,
+                        label='published ("1 epoch" bars: released code)',
+                        color='#bbbbbb')
+            for bars in (b1, b2):
+                ax.bar_label(bars, fmt='%.1f', fontsize=6, padding=1)
             ax.set_xticks(x)
             ax.set_xticklabels(labels, rotation=30, ha='right', fontsize=8)
             ax.set_ylabel(f'{metric} (%)')
