@@ -48,6 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .optim import AGC, make_adam
 from .checkpoint import (CheckpointError, load_checkpoint, save_checkpoint,
                          set_rng_state)
 
@@ -617,13 +618,12 @@ class Trainer:
         self.on_batch_end = on_batch_end
         self.out_dir = Path(out_dir) if out_dir is not None else None
 
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr,
-                                          weight_decay=cfg.weight_decay)
+        self.optimizer = make_adam(self.model.parameters(), lr=cfg.lr,
+                                   weight_decay=cfg.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.StepLR(
             self.optimizer, step_size=cfg.lr_decay_step, gamma=cfg.lr_decay)
         self.agc = None
         if cfg.agc:
-            from .optim import AGC
             self.agc = AGC.for_model(self.model, clipping=cfg.agc_clipping, eps=cfg.agc_eps,
                                      exempt_embedding=cfg.agc_exempt_embedding)
         # Bookkeeping (restored on resume).

@@ -114,3 +114,22 @@ def test_errors():
     with pytest.raises(ValueError, match='sparse'):
         adaptive_clip_grad_(e.parameters())
     assert 'clipping=0.01' in repr(AGC.for_model(_Toy()))
+
+
+def test_make_adam_matches_plain_adam():
+    # fused (where supported) or not, the update is torch's Adam with L2 decay
+    from tagnn_pyg.optim import make_adam
+    torch.manual_seed(0)
+    a = torch.nn.Linear(5, 3)
+    b = torch.nn.Linear(5, 3)
+    b.load_state_dict(a.state_dict())
+    opt_a = make_adam(a.parameters(), lr=1e-2, weight_decay=1e-5)
+    opt_b = torch.optim.Adam(b.parameters(), lr=1e-2, weight_decay=1e-5, foreach=False)
+    for _ in range(3):
+        x = torch.randn(4, 5)
+        for m, opt in ((a, opt_a), (b, opt_b)):
+            opt.zero_grad()
+            m(x).square().sum().backward()
+            opt.step()
+    for p, q in zip(a.parameters(), b.parameters()):
+        assert torch.allclose(p, q, atol=1e-6)
