@@ -56,7 +56,9 @@ def _check_input(x: Tensor, dim: int) -> None:
         raise ValueError(f"readouts aggregate over dim -2 (positions), got dim={dim}")
 
 
-def _index(x: Tensor, index: Optional[Tensor], ptr: Optional[Tensor]) -> Tensor:
+def resolve_index(x: Tensor, index: Optional[Tensor], ptr: Optional[Tensor]) -> Tensor:
+    r"""The ``[N]`` position-to-session vector from ``index``, or from a CSR
+    ``ptr``, or all zeros (one session) when neither is given; checks its shape."""
     if index is None:
         if ptr is None:
             return x.new_zeros(x.size(0), dtype=torch.long)
@@ -87,7 +89,7 @@ class LastItemReadout(Aggregation):
                 ptr: Optional[Tensor] = None, dim_size: Optional[int] = None,
                 dim: int = -2) -> Tensor:
         _check_input(x, dim)
-        index = _index(x, index, ptr)
+        index = resolve_index(x, index, ptr)
         assert dim_size is not None  # set by Aggregation.__call__
         return _gather_last(x, index, dim_size)
 
@@ -148,7 +150,7 @@ class SoftAttentionReadout(Aggregation):
         if x.size(-1) != self.channels:
             raise ValueError(f"x must have {self.channels} channels, got "
                              f"{list(x.shape)}")
-        index = _index(x, index, ptr)
+        index = resolve_index(x, index, ptr)
         assert dim_size is not None  # set by Aggregation.__call__
         if last is None:
             last = _gather_last(x, index, dim_size)

@@ -10,7 +10,7 @@ from torch.nn import Dropout, Embedding, LayerNorm, Linear, MultiheadAttention
 
 from torch_geometric.utils import to_dense_batch
 
-from tagnn_pyg.nn.readouts import ptr_to_index
+from tagnn_pyg.nn.readouts import resolve_index
 
 __all__ = ['SessionTransformer']
 
@@ -165,12 +165,7 @@ class SessionTransformer(torch.nn.Module):
         if x.dim() != 2 or x.size(-1) != self.channels:
             raise ValueError(f"x must have shape [num_positions, {self.channels}], "
                              f"got {list(x.shape)}")
-        if index is None:
-            index = (ptr_to_index(ptr, x.size(0)) if ptr is not None else
-                     x.new_zeros(x.size(0), dtype=torch.long))
-        elif index.dim() != 1 or index.numel() != x.size(0):
-            raise ValueError(f"index must have shape [{x.size(0)}] (one session "
-                             f"per position), got {list(index.shape)}")
+        index = resolve_index(x, index, ptr)
         # Group positions by session, keeping click order (no-op when sorted).
         perm = torch.sort(index, stable=True)[1]
         xd, mask = to_dense_batch(x[perm], index[perm], batch_size=dim_size)

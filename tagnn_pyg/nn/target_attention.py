@@ -11,7 +11,7 @@ from torch.nn import Linear
 from torch_geometric.nn.aggr import Aggregation
 from torch_geometric.utils import scatter, to_dense_batch
 
-from tagnn_pyg.nn.readouts import ptr_to_index
+from tagnn_pyg.nn.readouts import resolve_index
 
 __all__ = ['TargetAttention', 'target_attention_scores']
 
@@ -261,12 +261,7 @@ class TargetAttention(Aggregation):
         elif value.shape != target.shape:
             raise ValueError(f"value must have the shape of target "
                              f"{list(target.shape)}, got {list(value.shape)}")
-        if index is None:
-            index = (ptr_to_index(ptr, x.size(0)) if ptr is not None else
-                     x.new_zeros(x.size(0), dtype=torch.long))
-        elif index.dim() != 1 or index.numel() != x.size(0):
-            raise ValueError(f"index must have shape [{x.size(0)}] (one session "
-                             f"per position), got {list(index.shape)}")
+        index = resolve_index(x, index, ptr)
         if dim_size is None:
             dim_size = int(index.max()) + 1 if index.numel() > 0 else 0
         if candidates is not None:
