@@ -7,39 +7,19 @@ gate equations written out by hand, with the module's weights copied in.
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from torch_geometric.data import Batch
 from torch_geometric.typing import WITH_TORCH_SPARSE, SparseTensor
 
 from tagnn_pyg.data.session_data import SessionData
 from tagnn_pyg.nn import GatedSessionConv
 
+from released import dense_adjacency, released_gnn_cell
+
 SESSIONS = [[1, 2, 1, 3], [5, 5, 5], [7], [4, 2, 4, 2, 9, 9, 2], [3, 8], [6, 6]]
 
 
-def dense_A(seq, weighting='binary'):
-    """Released ``get_slice`` for one unpadded session (count: SR-GNN paper)."""
-    node = np.unique(seq)
-    n = len(node)
-    A = np.zeros((n, n))
-    for i in range(len(seq) - 1):
-        u = np.where(node == seq[i])[0][0]
-        v = np.where(node == seq[i + 1])[0][0]
-        if weighting == 'binary':
-            A[u][v] = 1
-        else:
-            A[u][v] += 1
-    s_in = A.sum(0)
-    s_in[s_in == 0] = 1
-    A_in = A / s_in
-    s_out = A.sum(1)
-    s_out[s_out == 0] = 1
-    A_out = A.T / s_out
-    return node, np.concatenate([A_in, A_out]).T  # [n, 2n]
-
-
 def padded_batch(sessions, weighting='binary'):
-    nodes, As = zip(*(dense_A(s, weighting) for s in sessions))
+    nodes, As = zip(*(dense_adjacency(s, weighting) for s in sessions))
     n_max = max(len(n) for n in nodes)
     A = np.zeros((len(sessions), n_max, 2 * n_max))
     for b, (node, a) in enumerate(zip(nodes, As)):
@@ -47,24 +27,6 @@ def padded_batch(sessions, weighting='binary'):
         A[b, :n, :n] = a[:, :n]
         A[b, :n, n_max:n_max + n] = a[:, n:]
     return nodes, torch.tensor(A)
-
-
-def released_gnn_cell(A, hidden, conv):
-    """The released ``GNN.GNNCell`` with the module's weights."""
-    n = A.shape[1]
-    lin_in = F.linear(hidden, conv.lin_in.weight, conv.lin_in.bias)
-    lin_out = F.linear(hidden, conv.lin_out.weight, conv.lin_out.bias)
-    input_in = torch.matmul(A[:, :, :n], lin_in) + conv.bias_in
-    input_out = torch.matmul(A[:, :, n:2 * n], lin_out) + conv.bias_out
-    inputs = torch.cat([input_in, input_out], 2)
-    gi = F.linear(inputs, conv.gru.weight_ih, conv.gru.bias_ih)
-    gh = F.linear(hidden, conv.gru.weight_hh, conv.gru.bias_hh)
-    i_r, i_i, i_n = gi.chunk(3, 2)
-    h_r, h_i, h_n = gh.chunk(3, 2)
-    resetgate = torch.sigmoid(i_r + h_r)
-    inputgate = torch.sigmoid(i_i + h_i)
-    newgate = torch.tanh(i_n + resetgate * h_n)
-    return newgate + inputgate * (hidden - newgate)
 
 
 def reference(sessions, emb, conv, weighting='binary'):

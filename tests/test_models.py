@@ -12,17 +12,10 @@ from tagnn_pyg.data import SessionData
 from tagnn_pyg.models import MODELS, SRGNN, TAGNN, TAGNNPlusPlus
 from tagnn_pyg.optim import AGC
 
+from released import dense_adjacency, released_gnn_cell
+
 M, D = 50, 16   # item ids 0..49 (0 = padding), hidden size
 
-
-@pytest.fixture(autouse=True, scope='module')
-def _one_thread():
-    """Tiny tensors: intra-op threads only add contention on a shared 2-core
-    machine (a 6 ms forward took 0.5 s with 2 threads under load)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 SESSIONS = [[3, 7, 3, 12, 9], [5], [20, 20, 21], [1, 2, 3, 4, 5, 6, 2, 7], [10, 44, 10]]
 
@@ -66,39 +59,9 @@ def batch_of(seqs, targets=None):
 def released_inputs(u_input):
     """utils.Data.get_slice for one unpadded session: items, A [n, 2n], alias."""
     u_input = np.asarray(u_input)
-    node = np.unique(u_input)
-    u_A = np.zeros((len(node), len(node)))
-    for i in np.arange(len(u_input) - 1):
-        u = np.where(node == u_input[i])[0][0]
-        v = np.where(node == u_input[i + 1])[0][0]
-        u_A[u][v] = 1
-    u_sum_in = np.sum(u_A, 0)
-    u_sum_in[np.where(u_sum_in == 0)] = 1
-    u_A_in = np.divide(u_A, u_sum_in)
-    u_sum_out = np.sum(u_A, 1)
-    u_sum_out[np.where(u_sum_out == 0)] = 1
-    u_A_out = np.divide(u_A.transpose(), u_sum_out)
-    A = np.concatenate([u_A_in, u_A_out]).transpose()
+    node, A = dense_adjacency(u_input)
     alias = [np.where(node == i)[0][0] for i in u_input]
     return (torch.tensor(node)[None], torch.tensor(A)[None], torch.tensor(alias)[None])
-
-
-def released_gnn_cell(A, hidden, conv):
-    """GNN.GNNCell with the weights of our GatedSessionConv."""
-    n = A.shape[1]
-    input_in = torch.matmul(A[:, :, :n], F.linear(hidden, conv.lin_in.weight,
-                                                  conv.lin_in.bias)) + conv.bias_in
-    input_out = torch.matmul(A[:, :, n:2 * n], F.linear(hidden, conv.lin_out.weight,
-                                                        conv.lin_out.bias)) + conv.bias_out
-    inputs = torch.cat([input_in, input_out], 2)
-    gi = F.linear(inputs, conv.gru.weight_ih, conv.gru.bias_ih)
-    gh = F.linear(hidden, conv.gru.weight_hh, conv.gru.bias_hh)
-    i_r, i_i, i_n = gi.chunk(3, 2)
-    h_r, h_i, h_n = gh.chunk(3, 2)
-    resetgate = torch.sigmoid(i_r + h_r)
-    inputgate = torch.sigmoid(i_i + h_i)
-    newgate = torch.tanh(i_n + resetgate * h_n)
-    return newgate + inputgate * (hidden - newgate)
 
 
 def released_seq_hidden(model, u_input):

@@ -7,25 +7,15 @@ from torch_geometric.loader import DataLoader
 
 from tagnn_pyg.data import SessionData
 
+from released import dense_adjacency
+
 
 def released_dense_adjacency(items):
-    """The released SR-GNN/TAGNN ``Data.get_slice`` for one session, verbatim in
-    spirit: binary adjacency, in = column-normalised, out = row-normalised."""
-    node = np.unique(items)
+    """The released ``get_slice`` weights for one session: ``A_in[v, u]`` and
+    ``A_out[u, v]``."""
+    node, A = dense_adjacency(items)
     n = len(node)
-    a = np.zeros((n, n))
-    for i in range(len(items) - 1):
-        u = np.where(node == items[i])[0][0]
-        v = np.where(node == items[i + 1])[0][0]
-        a[u][v] = 1
-    sum_in = np.sum(a, 0)
-    sum_in[np.where(sum_in == 0)] = 1
-    a_in = np.divide(a, sum_in)
-    sum_out = np.sum(a, 1)
-    sum_out[np.where(sum_out == 0)] = 1
-    a_out = np.divide(a.transpose(), sum_out)
-    # released: A = concat([a_in, a_out]).T -> A_in[v, u], A_out[u, v]
-    return node, a_in.T, a_out.T
+    return node, A[:, :n], A[:, n:]
 
 
 def count_dense_adjacency(items):

@@ -16,15 +16,6 @@ from tagnn_pyg.train import (NonFiniteLossError, TrainConfig, Trainer, evaluate,
                              make_splits)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models on a shared 2-core machine run fastest on one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope='module')
 def sessions():
     train, test = make_synthetic_sessions(num_items=120, num_train_sessions=500,
