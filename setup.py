@@ -20,7 +20,7 @@ setup(
     packages=find_packages(include=['tagnn_pyg', 'tagnn_pyg.*']),
     package_data={'tagnn_pyg': ['py.typed']},
     install_requires=[
-        'torch>=2.2,<3',
+        'torch>=2.4,<3',
         'torch-geometric>=2.6,<3',
         'numpy>=1.23',
         'scipy>=1.9',

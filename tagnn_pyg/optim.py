@@ -195,10 +195,9 @@ class AGC:
 
 def make_adam(parameters: ParamsT, lr: float, weight_decay: float = 0.0
               ) -> torch.optim.Adam:
-    r"""The papers' Adam (L2 penalty as ``weight_decay``), with the fused
-    single-kernel update where this torch build supports it for the
-    parameters' device (CUDA; CPU since torch 2.4), else the default
-    implementation. Same update rule either way.
+    r"""The papers' Adam (L2 penalty as ``weight_decay``), with torch's fused
+    single-kernel update where the parameters' device supports it (CPU and
+    CUDA), else the default implementation. Same update rule either way.
 
     The fused update matters here: the item table is also the output layer, so
     every step updates all :math:`m \times d` embedding rows, and on a CPU the

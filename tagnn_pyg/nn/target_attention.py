@@ -42,9 +42,13 @@ def _pair_grads(grad: Tensor, a: Tensor, b: Tensor, index: Tensor,
                 candidates: Optional[Tensor], t0: int, t1: int,
                 grad_a: Optional[Tensor], grad_b: Optional[Tensor]) -> None:
     r"""Accumulate the gradients of :func:`_pair_dots` for ``grad`` [N, c]."""
+    grad = grad.to(a.dtype)       # the matmul dtype (bf16 under autocast)
     if candidates is None:
         if grad_a is not None:
-            grad_a.addmm_(grad, b[t0:t1])
+            if grad_a.dtype == a.dtype:
+                grad_a.addmm_(grad, b[t0:t1])
+            else:
+                grad_a += grad @ b[t0:t1]
         if grad_b is not None:
             grad_b[t0:t1] += grad.t() @ a
         return
@@ -53,7 +57,8 @@ def _pair_grads(grad: Tensor, a: Tensor, b: Tensor, index: Tensor,
         grad_a += torch.bmm(grad.unsqueeze(1), b[idx]).squeeze(1)
     if grad_b is not None:
         grad_b.index_add_(0, idx.reshape(-1),
-                          (grad.unsqueeze(-1) * a.unsqueeze(1)).reshape(-1, a.size(-1)))
+                          (grad.unsqueeze(-1) * a.unsqueeze(1)).reshape(-1, a.size(-1))
+                          .to(grad_b.dtype))
 
 
 class _ChunkedTargetAttention(torch.autograd.Function):
@@ -61,26 +66,32 @@ class _ChunkedTargetAttention(torch.autograd.Function):
     segment log-sum-exp of :math:`E`, :math:`o = \sum_i e^{E - lse} G`.
     Saves only the inputs, ``lse`` and ``o`` (``[B, T]``); the backward
     recomputes :math:`E, G` chunk by chunk:
-    :math:`\partial G = P \cdot g`, :math:`\partial E = P (G - o) \cdot g`."""
+    :math:`\partial G = P \cdot g`, :math:`\partial E = P (G - o) \cdot g`.
+
+    With ``compute_dtype`` (bf16/fp16 under autocast) the four matmul inputs are
+    cast to it once and the matmuls run in it, while the segment softmax, the
+    weighted sums, ``o`` and the gradients stay in the inputs' (float32) dtype."""
 
     @staticmethod
     def forward(ctx: Any, q: Tensor, x: Tensor, k: Tensor, u: Tensor, index: Tensor,
                 candidates: Optional[Tensor], dim_size: int,
-                chunk_size: int) -> Tensor:
+                chunk_size: int, compute_dtype: Optional[torch.dtype] = None) -> Tensor:
         num_cols = k.size(0) if candidates is None else candidates.size(1)
         out = q.new_zeros(dim_size, num_cols)
         lse = q.new_zeros(dim_size, num_cols)
+        if compute_dtype is not None:
+            q, x, k, u = (t.to(compute_dtype) for t in (q, x, k, u))
         for t0 in range(0, num_cols, chunk_size):
             t1 = min(t0 + chunk_size, num_cols)
-            e = _pair_dots(q, k, index, candidates, t0, t1)
-            g = _pair_dots(x, u, index, candidates, t0, t1)
+            e = _pair_dots(q, k, index, candidates, t0, t1).to(out.dtype)
+            g = _pair_dots(x, u, index, candidates, t0, t1).to(out.dtype)
             m = scatter(e, index, 0, dim_size, reduce='max')
             p = e.sub_(m[index]).exp_()
             s = scatter(p, index, 0, dim_size, reduce='sum')
             num = scatter(p.mul_(g), index, 0, dim_size, reduce='sum')
             out[:, t0:t1] = num / s.clamp(min=torch.finfo(s.dtype).tiny)
             lse[:, t0:t1] = m + s.log()
-        ctx.save_for_backward(q, x, k, u, index, candidates, lse, out)
+        ctx.save_for_backward(q, x, k, u, index, candidates, lse, out)  # q..u cast
         ctx.chunk_size = chunk_size
         return out
 
@@ -88,16 +99,17 @@ class _ChunkedTargetAttention(torch.autograd.Function):
     def backward(ctx: Any, grad_out: Tensor) -> Tuple[Optional[Tensor], ...]:
         q, x, k, u, index, candidates, lse, out = ctx.saved_tensors
         need_q, need_x, need_k, need_u = ctx.needs_input_grad[:4]
-        grad_q = torch.zeros_like(q) if need_q else None
-        grad_x = torch.zeros_like(x) if need_x else None
-        grad_k = torch.zeros_like(k) if need_k else None
-        grad_u = torch.zeros_like(u) if need_u else None
+        zeros = lambda t: torch.zeros_like(t, dtype=out.dtype)  # noqa: E731
+        grad_q = zeros(q) if need_q else None
+        grad_x = zeros(x) if need_x else None
+        grad_k = zeros(k) if need_k else None
+        grad_u = zeros(u) if need_u else None
         grad_out = grad_out.contiguous()
         num_cols = out.size(1)
         for t0 in range(0, num_cols, ctx.chunk_size):
             t1 = min(t0 + ctx.chunk_size, num_cols)
-            e = _pair_dots(q, k, index, candidates, t0, t1)
-            g = _pair_dots(x, u, index, candidates, t0, t1)
+            e = _pair_dots(q, k, index, candidates, t0, t1).to(out.dtype)
+            g = _pair_dots(x, u, index, candidates, t0, t1).to(out.dtype)
             p = e.sub_(lse[:, t0:t1][index]).exp_()
             p.mul_(grad_out[:, t0:t1][index])           # P * dout
             if need_x or need_u:
@@ -105,7 +117,7 @@ class _ChunkedTargetAttention(torch.autograd.Function):
             if need_q or need_k:
                 de = p.mul_(g.sub_(out[:, t0:t1][index]))  # P * dout * (G - o)
                 _pair_grads(de, q, k, index, candidates, t0, t1, grad_q, grad_k)
-        return grad_q, grad_x, grad_k, grad_u, None, None, None, None
+        return grad_q, grad_x, grad_k, grad_u, None, None, None, None, None
 
 
 def _dense_pool(q: Tensor, x: Tensor, k: Tensor, index: Tensor, dim_size: int,
@@ -131,27 +143,37 @@ def target_attention_scores(q: Tensor, x: Tensor, target: Tensor, value: Tensor,
     :math:`\mathbf{q}_i = \mathbf{W}\mathbf{v}_i` (``q``):
     :math:`o_{b,t} = \sum_{i \in b} \mathrm{softmax}_i(\mathbf{q}_i \cdot
     \mathbf{v}_t)\, (\mathbf{v}_i \cdot \mathbf{u}_t)`."""
+    device_type = q.device.type
+    if torch.is_autocast_enabled(device_type):
+        # Mixed precision done inside: the matmuls run in the autocast dtype,
+        # the segment softmax, sums and gradients in float32. Autocast itself is
+        # switched off here because the backward recomputes the chunks outside
+        # it, where bf16 activations and fp32 embeddings cannot meet in a matmul.
+        compute_dtype = torch.get_autocast_dtype(device_type) if method == 'chunked' else None
+        with torch.autocast(device_type=device_type, enabled=False):
+            return _target_attention_scores(q.float(), x.float(), target.float(),
+                                            value.float(), index, dim_size, candidates,
+                                            chunk_size, method, compute_dtype)
+    return _target_attention_scores(q, x, target, value, index, dim_size, candidates,
+                                    chunk_size, method, None)
+
+
+def _target_attention_scores(q: Tensor, x: Tensor, target: Tensor, value: Tensor,
+                             index: Tensor, dim_size: int, candidates: Optional[Tensor],
+                             chunk_size: Optional[int], method: str,
+                             compute_dtype: Optional[torch.dtype]) -> Tensor:
     if method == 'dense':
         pooled = _dense_pool(q, x, target, index, dim_size, candidates)
         u = value if candidates is None else value[candidates]
         return (pooled * u).sum(-1)
     if method != 'chunked':
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    if torch.is_autocast_enabled(q.device.type):
-        # The backward recomputes the chunks outside autocast, where inputs of
-        # mixed dtypes (bf16 activations, fp32 embeddings) cannot meet in a
-        # matmul; the segment softmax also wants fp32 accumulation. So the
-        # target term always runs in float32 with autocast off.
-        with torch.autocast(device_type=q.device.type, enabled=False):
-            return target_attention_scores(q.float(), x.float(), target.float(),
-                                           value.float(), index, dim_size,
-                                           candidates, chunk_size, method)
     num_cols = target.size(0) if candidates is None else candidates.size(1)
     if chunk_size is None:
         per_col = 1 if candidates is None else q.size(-1)
         chunk_size = _auto_chunk(q.size(0), num_cols, per_col)
     return _ChunkedTargetAttention.apply(q, x, target, value, index, candidates,
-                                         dim_size, max(1, int(chunk_size)))
+                                         dim_size, max(1, int(chunk_size)), compute_dtype)
 
 
 class TargetAttention(Aggregation):
