@@ -8,8 +8,18 @@ the chunked and the dense method are compared with it.
 import pytest
 import torch
 
+import tagnn_pyg.nn.target_attention as ta
 from tagnn_pyg.nn import TargetAttention
 from tagnn_pyg.nn.target_attention import DEFAULT_CHUNK_ELEMENTS, _auto_chunk
+
+
+@pytest.fixture(autouse=True, params=['keep', 'recompute'])
+def backward_mode(request, monkeypatch):
+    """Every test runs twice: with the softmax/G chunks kept for the backward
+    (small inputs) and with the backward recomputing them (over the budget)."""
+    if request.param == 'recompute':
+        monkeypatch.setattr(ta, 'SAVE_ELEMENTS', 0)
+    return request.param
 
 D = 5
 LENGTHS = [3, 1, 4, 2, 1]

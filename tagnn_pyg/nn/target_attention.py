@@ -2,7 +2,7 @@ r"""Target attention (TAGNN eq. 6-7) without the ``[sessions, items, d]`` tensor
 from __future__ import annotations
 
 import math
-from typing import Any, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -21,6 +21,12 @@ METHODS = ('chunked', 'dense')
 #: mode) or one ``[positions, chunk, d]`` gather (candidate mode): 2**23
 #: elements = 32 MiB in float32. A chunk step keeps about five such matrices.
 DEFAULT_CHUNK_ELEMENTS = 2 ** 23
+
+#: Largest number of ``[positions, items]`` elements (``P`` and ``G`` together)
+#: that the training forward keeps for the backward instead of recomputing
+#: them: 2**26 elements = 256 MiB in float32 (a Diginetica batch of 100 needs
+#: about 43M).
+SAVE_ELEMENTS = 2 ** 26
 
 
 def _auto_chunk(num_positions: int, num_cols: int, per_col: int,
@@ -64,8 +70,10 @@ def _pair_grads(grad: Tensor, a: Tensor, b: Tensor, index: Tensor,
 class _ChunkedTargetAttention(torch.autograd.Function):
     r"""Forward: per chunk of targets, :math:`E = QK^\top`, :math:`G = XU^\top`,
     segment log-sum-exp of :math:`E`, :math:`o = \sum_i e^{E - lse} G`.
-    Saves only the inputs, ``lse`` and ``o`` (``[B, T]``); the backward
-    recomputes :math:`E, G` chunk by chunk:
+    Saves the inputs, ``lse`` and ``o`` (``[B, T]``), and the chunks of
+    :math:`P = \mathrm{softmax}(E)` and :math:`G` only while they fit
+    ``SAVE_ELEMENTS``; beyond that the backward recomputes :math:`E, G` chunk by
+    chunk, so memory stays bounded for any catalogue:
     :math:`\partial G = P \cdot g`, :math:`\partial E = P (G - o) \cdot g`.
 
     With ``compute_dtype`` (bf16/fp16 under autocast) the four matmul inputs are
@@ -81,6 +89,11 @@ class _ChunkedTargetAttention(torch.autograd.Function):
         lse = q.new_zeros(dim_size, num_cols)
         if compute_dtype is not None:
             q, x, k, u = (t.to(compute_dtype) for t in (q, x, k, u))
+        # Keep P and G for the backward when they fit the budget (saves two of
+        # the backward's six matmuls); otherwise the backward recomputes them.
+        keep = (any(ctx.needs_input_grad[:4])
+                and 2 * q.size(0) * num_cols <= SAVE_ELEMENTS)
+        chunks: List[Tuple[Tensor, Tensor]] = []
         for t0 in range(0, num_cols, chunk_size):
             t1 = min(t0 + chunk_size, num_cols)
             e = _pair_dots(q, k, index, candidates, t0, t1).to(out.dtype)
@@ -88,11 +101,15 @@ class _ChunkedTargetAttention(torch.autograd.Function):
             m = scatter(e, index, 0, dim_size, reduce='max')
             p = e.sub_(m[index]).exp_()
             s = scatter(p, index, 0, dim_size, reduce='sum')
-            num = scatter(p.mul_(g), index, 0, dim_size, reduce='sum')
-            out[:, t0:t1] = num / s.clamp(min=torch.finfo(s.dtype).tiny)
+            p.div_(s.clamp(min=torch.finfo(s.dtype).tiny)[index])   # P = softmax
+            out[:, t0:t1] = scatter(p * g if keep else p.mul_(g), index, 0, dim_size,
+                                    reduce='sum')
             lse[:, t0:t1] = m + s.log()
+            if keep:
+                chunks.append((p, g))
         ctx.save_for_backward(q, x, k, u, index, candidates, lse, out)  # q..u cast
         ctx.chunk_size = chunk_size
+        ctx.chunks = chunks if keep else None
         return out
 
     @staticmethod
@@ -106,12 +123,16 @@ class _ChunkedTargetAttention(torch.autograd.Function):
         grad_u = zeros(u) if need_u else None
         grad_out = grad_out.contiguous()
         num_cols = out.size(1)
-        for t0 in range(0, num_cols, ctx.chunk_size):
+        for c, t0 in enumerate(range(0, num_cols, ctx.chunk_size)):
             t1 = min(t0 + ctx.chunk_size, num_cols)
-            e = _pair_dots(q, k, index, candidates, t0, t1).to(out.dtype)
-            g = _pair_dots(x, u, index, candidates, t0, t1).to(out.dtype)
-            p = e.sub_(lse[:, t0:t1][index]).exp_()
-            p.mul_(grad_out[:, t0:t1][index])           # P * dout
+            if ctx.chunks is not None:
+                p, g = ctx.chunks[c]
+                p, g = p * grad_out[:, t0:t1][index], g.clone()   # P * dout
+            else:
+                e = _pair_dots(q, k, index, candidates, t0, t1).to(out.dtype)
+                g = _pair_dots(x, u, index, candidates, t0, t1).to(out.dtype)
+                p = e.sub_(lse[:, t0:t1][index]).exp_()
+                p.mul_(grad_out[:, t0:t1][index])           # P * dout
             if need_x or need_u:
                 _pair_grads(p, x, u, index, candidates, t0, t1, grad_x, grad_u)
             if need_q or need_k:
