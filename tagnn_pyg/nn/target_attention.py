@@ -83,7 +83,8 @@ class _ChunkedTargetAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, q: Tensor, x: Tensor, k: Tensor, u: Tensor, index: Tensor,
                 candidates: Optional[Tensor], dim_size: int,
-                chunk_size: int, compute_dtype: Optional[torch.dtype] = None) -> Tensor:
+                chunk_size: int, compute_dtype: Optional[torch.dtype] = None,
+                keep_grad_inputs: bool = False) -> Tensor:
         num_cols = k.size(0) if candidates is None else candidates.size(1)
         out = q.new_zeros(dim_size, num_cols)
         lse = q.new_zeros(dim_size, num_cols)
@@ -91,8 +92,7 @@ class _ChunkedTargetAttention(torch.autograd.Function):
             q, x, k, u = (t.to(compute_dtype) for t in (q, x, k, u))
         # Keep P and G for the backward when they fit the budget (saves two of
         # the backward's six matmuls); otherwise the backward recomputes them.
-        keep = (any(ctx.needs_input_grad[:4])
-                and 2 * q.size(0) * num_cols <= SAVE_ELEMENTS)
+        keep = keep_grad_inputs and 2 * q.size(0) * num_cols <= SAVE_ELEMENTS
         chunks: List[Tuple[Tensor, Tensor]] = []
         for t0 in range(0, num_cols, chunk_size):
             t1 = min(t0 + chunk_size, num_cols)
@@ -138,7 +138,7 @@ class _ChunkedTargetAttention(torch.autograd.Function):
             if need_q or need_k:
                 de = p.mul_(g.sub_(out[:, t0:t1][index]))  # P * dout * (G - o)
                 _pair_grads(de, q, k, index, candidates, t0, t1, grad_q, grad_k)
-        return grad_q, grad_x, grad_k, grad_u, None, None, None, None, None
+        return grad_q, grad_x, grad_k, grad_u, None, None, None, None, None, None
 
 
 def _dense_pool(q: Tensor, x: Tensor, k: Tensor, index: Tensor, dim_size: int,
@@ -193,8 +193,11 @@ def _target_attention_scores(q: Tensor, x: Tensor, target: Tensor, value: Tensor
     if chunk_size is None:
         per_col = 1 if candidates is None else q.size(-1)
         chunk_size = _auto_chunk(q.size(0), num_cols, per_col)
+    training = torch.is_grad_enabled() and any(
+        t.requires_grad for t in (q, x, target, value))
     return _ChunkedTargetAttention.apply(q, x, target, value, index, candidates,
-                                         dim_size, max(1, int(chunk_size)), compute_dtype)
+                                         dim_size, max(1, int(chunk_size)), compute_dtype,
+                                         training)
 
 
 class TargetAttention(Aggregation):
