@@ -31,6 +31,8 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
+# passive OpenMP waiting: see speed.py (the machine is shared); inherited by the children
+os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
 HERE = Path(__file__).resolve().parent
 LIMIT_MIB = 2048.0
 
@@ -103,6 +105,7 @@ def child(args: argparse.Namespace) -> Dict[str, Any]:
         'hidden_channels': args.hidden,
         'chunk_size': chunk,
         'threads': torch.get_num_threads(),
+        'omp_wait_policy': os.environ.get('OMP_WAIT_POLICY'),
         'torch': torch.__version__,
         'score_s': round(min(times), 3),
         'score_s_all': [round(t, 3) for t in times],

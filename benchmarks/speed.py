@@ -46,9 +46,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
-import numpy as np
-import torch
-import torch.nn.functional as F
+# On a shared machine (more runnable threads than cores) OpenMP's default active waiting makes
+# every parallel region wait for a descheduled worker: a step with many small ops became up to
+# 20x slower at 2 threads. Passive waiting removes that; set before torch loads OpenMP, for
+# both implementations alike, and recorded in every result.
+os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from reference_released import (  # noqa: E402
@@ -439,6 +445,7 @@ def record(model: str, dataset: str, runner: Runner, result: Dict[str, Any],
         'command': command,
         'torch': torch.__version__,
         'threads': torch.get_num_threads(),
+        'omp_wait_policy': os.environ.get('OMP_WAIT_POLICY'),
         'load_avg_1min_before': result['load_avg_1min_before'],
         'load_avg_1min_after': result['load_avg_1min_after'],
         'python': platform.python_version(),
@@ -472,7 +479,8 @@ def markdown(records: List[Dict[str, Any]], command: str) -> str:
         f"# Speed: tagnn_pyg vs the released computation ({r0['device']})",
         '',
         f"Command: `{command}`  ",
-        f"torch {r0['torch']}, {r0['threads']} threads, {r0['date']}. "
+        f"torch {r0['torch']}, {r0['threads']} threads (OMP_WAIT_POLICY="
+        f"{r0['omp_wait_policy']}), {r0['date']}. "
         f"Timed batches per row: see `timed_batches` in the JSON (after "
         f"{r0['warmup_batches']} warm-up). Epoch = median ms per batch x batches per epoch "
         f"(extrapolated unless a full epoch was timed). Eval = full ranking over all items"
@@ -528,6 +536,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--profile', action='store_true',
                    help='also write a torch.profiler table of tagnn_pyg training steps')
+    p.add_argument('--tag', default=None,
+                   help="output file names speed_<tag>.json/.md (default: 'cpu' or 'cuda')")
     p.add_argument('--out', type=Path, default=Path(__file__).resolve().parent / 'results')
     return p.parse_args(argv)
 
@@ -548,7 +558,7 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
     if args.eval_sequences is None and not cuda:
         args.eval_sequences = 300
     ref_batches = args.reference_batches or (args.batches if cuda else min(args.batches, 3))
-    tag = 'cuda' if cuda else 'cpu'
+    tag = args.tag or ('cuda' if cuda else 'cpu')
     args.out.mkdir(parents=True, exist_ok=True)
     records: List[Dict[str, Any]] = []
     t_start = time.perf_counter()
