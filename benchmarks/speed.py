@@ -9,15 +9,17 @@ For every (model, data set) it runs, in this one process and on identical batche
 
 * ``tagnn_pyg``: :class:`~tagnn_pyg.data.SessionLoader` (vectorised batch construction, no
   padding) + the library's model (:data:`tagnn_pyg.models.MODELS`, configured by
-  :mod:`tagnn_pyg.presets`) + Adam (+ AGC where the preset uses it);
+  :mod:`tagnn_pyg.presets`) + the trainer's Adam (``tagnn_pyg.optim.make_adam``, fused where
+  supported) (+ AGC where the preset uses it; ``--amp``: bfloat16 autocast as the trainer's);
 * ``reference``: :mod:`reference_released`, the dense re-implementation of the released code
   (per-session numpy adjacency, padding to the data set maximum, the ``[batch, items, d]``
-  target tensor) + Adam,
+  target tensor) + torch's default Adam, as released, in float32,
 
 and measures the median milliseconds per training batch (batch construction + forward +
 backward + optimizer step, after warm-up), the epoch time extrapolated from it, the peak memory
 of training and of evaluation, the test-set evaluation time (full ranking over all items;
-optionally on the first ``--eval-sequences`` test sequences, extrapolated) and examples per
+optionally on ``--eval-sequences`` test sequences spread evenly over the test set,
+extrapolated) and examples per
 second. Results go to ``<out>/speed_<device>.json`` (a list of JSON objects, one per model,
 data set and implementation) and ``<out>/speed_<device>.md``.
 
@@ -233,17 +235,29 @@ class Runner:
     def teardown(self) -> None:
         for key in list(vars(self)):
             if key not in ('device', 'bundle', 'preset', 'model_key', 'batch_size',
-                           'eval_batch_size', 'implementation'):
+                           'eval_batch_size', 'implementation', 'amp', 'optimizer_name'):
                 setattr(self, key, None)
 
 
+def library_adam(parameters: Any, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    """The optimizer the library's trainer uses (``tagnn_pyg.optim.make_adam``: torch's fused
+    Adam where supported), or plain Adam if that helper is absent."""
+    try:
+        from tagnn_pyg.optim import make_adam
+    except ImportError:
+        return torch.optim.Adam(parameters, lr=lr, weight_decay=weight_decay)
+    return make_adam(parameters, lr=lr, weight_decay=weight_decay)
+
+
 class LibraryRunner(Runner):
-    """tagnn_pyg: SessionLoader + MODELS[...] + Adam (+ AGC)."""
+    """tagnn_pyg: SessionLoader + MODELS[...] + the trainer's Adam (+ AGC), optionally with
+    bfloat16 autocast of the training forward pass (``amp``, the trainer's ``--amp``)."""
 
     implementation = 'tagnn_pyg'
 
     def __init__(self, bundle: DatasetBundle, model_key: str, device: torch.device,
-                 eval_batch_size: Optional[int] = None) -> None:
+                 eval_batch_size: Optional[int] = None, amp: bool = False) -> None:
+        self.amp = amp
         from tagnn_pyg.presets import get_preset
         self.bundle, self.model_key, self.device = bundle, model_key, device
         self.preset = get_preset(preset_name(model_key, bundle.name))
@@ -264,8 +278,8 @@ class LibraryRunner(Runner):
         cls = library_model_class(self.preset.model)
         self.model = cls(self.bundle.num_items, **self.preset.model_kwargs).to(self.device)
         tr = self.preset.training
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=tr['lr'],
-                                          weight_decay=tr['weight_decay'])
+        self.optimizer = library_adam(self.model.parameters(), lr=tr['lr'],
+                                      weight_decay=tr['weight_decay'])
         self.agc = None
         if tr.get('agc'):
             from tagnn_pyg.optim import AGC
@@ -277,8 +291,10 @@ class LibraryRunner(Runner):
         self.model.train()
         batch = next(self._train_iter)
         self.optimizer.zero_grad()
-        scores = self.model(batch)
-        loss = F.cross_entropy(scores[:, 1:], batch.y - 1)
+        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16,
+                            enabled=self.amp):
+            scores = self.model(batch)
+        loss = F.cross_entropy(scores[:, 1:].float(), batch.y - 1)
         loss.backward()
         if self.agc is not None:
             self.agc.clip_()
@@ -296,12 +312,14 @@ class LibraryRunner(Runner):
 
 
 class ReferenceRunner(Runner):
-    """The released computation (:mod:`reference_released`) + Adam."""
+    """The released computation (:mod:`reference_released`) + Adam (torch's default
+    implementation, as released), in float32."""
 
     implementation = 'reference'
 
     def __init__(self, bundle: DatasetBundle, model_key: str, device: torch.device,
-                 eval_batch_size: Optional[int] = None) -> None:
+                 eval_batch_size: Optional[int] = None, amp: bool = False) -> None:
+        self.amp = False
         from tagnn_pyg.presets import get_preset
         self.bundle, self.model_key, self.device = bundle, model_key, device
         self.preset = get_preset(preset_name(model_key, bundle.name))
@@ -369,6 +387,9 @@ def measure(runner: Runner, train_index: np.ndarray, warmup: int, batches: int,
             times_ms.append((time.perf_counter() - t0) * 1e3)
             losses.append(loss)
     train_peak = meter.peak_mib()
+    opt = getattr(runner, 'optimizer', None)
+    runner.optimizer_name = (type(opt).__name__ + (
+        ' (fused)' if opt is not None and opt.defaults.get('fused') else '')) if opt else None
 
     meter.start()
     synchronize(device)
@@ -418,6 +439,8 @@ def record(model: str, dataset: str, runner: Runner, result: Dict[str, Any],
         'preset': runner.preset.name,
         'hidden_channels': runner.preset.model_kwargs.get('hidden_channels'),
         'batch_size': runner.batch_size,
+        'optimizer': runner.optimizer_name,
+        'amp_bf16': runner.amp,
         'ms_per_train_batch': round(ms, 3),
         'ms_per_train_batch_all': [round(t, 3) for t in result['times_ms']],
         'timed_batches': len(result['times_ms']),
@@ -532,6 +555,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument('--eval-batch-size', type=int, default=None,
                    help='evaluation batch size (default: the training batch size, '
                         'as released)')
+    p.add_argument('--amp', action='store_true',
+                   help='bfloat16 autocast of the tagnn_pyg training forward pass (the '
+                        "trainer's --amp); the reference always runs in float32")
     p.add_argument('--threads', type=int, default=2, help='torch.set_num_threads on CPU')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--profile', action='store_true',
@@ -573,7 +599,7 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
         for model in args.models:
             for impl in args.implementations:
                 cls = LibraryRunner if impl == 'tagnn_pyg' else ReferenceRunner
-                runner = cls(bundle, model, device, args.eval_batch_size)
+                runner = cls(bundle, model, device, args.eval_batch_size, amp=args.amp)
                 n = args.batches if impl == 'tagnn_pyg' else ref_batches
                 rng = np.random.default_rng(args.seed)
                 # identical (shuffled, as in training) batches for both implementations
