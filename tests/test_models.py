@@ -448,3 +448,16 @@ def test_trains_under_bfloat16_autocast(key, kw):
     loss.backward()
     assert torch.isfinite(loss)
     assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+@pytest.mark.parametrize('kw', [dict(), dict(score='paper')])
+def test_tagnn_inference_path_equals_training_path(kw):
+    # without autograd TAGNN fills one preallocated [B, num_items] buffer
+    model = make('tagnn', **kw).eval()
+    batch = batch_of(SESSIONS)
+    with_grad = model(batch)
+    with torch.no_grad():
+        without = model(batch)
+    assert without.shape == (len(SESSIONS), M)
+    assert torch.isinf(without[:, 0]).all() and (without[:, 0] < 0).all()
+    torch.testing.assert_close(without, with_grad.detach(), atol=1e-6, rtol=1e-6)

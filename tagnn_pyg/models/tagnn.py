@@ -178,7 +178,15 @@ class TAGNN(SessionRecommender):
             target = weight[1:]
             value = None if w3a is None else target @ w3a
             term = self._target_term(pos, target, value, None)
-            return pad_padding_column(torch.addmm(term.to(q.dtype), q, target.t()))
+            if torch.is_grad_enabled():
+                return pad_padding_column(torch.addmm(term.to(q.dtype), q, target.t()))
+            # inference: one [B, num_items] buffer, no intermediate copies
+            scores = term.new_empty(term.size(0), self.num_items)
+            scores[:, 0] = float('-inf')
+            scores[:, 1:] = term
+            del term
+            scores[:, 1:].addmm_(q.to(scores.dtype), target.t().to(scores.dtype))
+            return scores
         base = dot_scores(q, weight, candidates)
         B, C = candidates.shape
         target = weight[candidates.reshape(-1)]            # [B*C, d]

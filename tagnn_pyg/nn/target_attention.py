@@ -84,15 +84,16 @@ class _ChunkedTargetAttention(torch.autograd.Function):
     def forward(ctx: Any, q: Tensor, x: Tensor, k: Tensor, u: Tensor, index: Tensor,
                 candidates: Optional[Tensor], dim_size: int,
                 chunk_size: int, compute_dtype: Optional[torch.dtype] = None,
-                keep_grad_inputs: bool = False) -> Tensor:
+                training: bool = False) -> Tensor:
         num_cols = k.size(0) if candidates is None else candidates.size(1)
         out = q.new_zeros(dim_size, num_cols)
-        lse = q.new_zeros(dim_size, num_cols)
         if compute_dtype is not None:
             q, x, k, u = (t.to(compute_dtype) for t in (q, x, k, u))
         # Keep P and G for the backward when they fit the budget (saves two of
         # the backward's six matmuls); otherwise the backward recomputes them.
-        keep = keep_grad_inputs and 2 * q.size(0) * num_cols <= SAVE_ELEMENTS
+        keep = training and 2 * q.size(0) * num_cols <= SAVE_ELEMENTS
+        # the recomputing backward needs the log-sum-exp; nothing else does
+        lse = q.new_zeros(dim_size, num_cols) if training and not keep else None
         chunks: List[Tuple[Tensor, Tensor]] = []
         for t0 in range(0, num_cols, chunk_size):
             t1 = min(t0 + chunk_size, num_cols)
@@ -104,7 +105,8 @@ class _ChunkedTargetAttention(torch.autograd.Function):
             p.div_(s.clamp(min=torch.finfo(s.dtype).tiny)[index])   # P = softmax
             out[:, t0:t1] = scatter(p * g if keep else p.mul_(g), index, 0, dim_size,
                                     reduce='sum')
-            lse[:, t0:t1] = m + s.log()
+            if lse is not None:
+                lse[:, t0:t1] = m + s.log()
             if keep:
                 chunks.append((p, g))
         ctx.save_for_backward(q, x, k, u, index, candidates, lse, out)  # q..u cast
