@@ -284,13 +284,15 @@ def match_status(group: Group) -> str:
 
 
 def _table(groups: Sequence[Group], with_limits: bool = False) -> List[str]:
-    head = ['model', 'preset', 'protocol'] + (['limits'] if with_limits else []) \
+    head = (['dataset'] if with_limits else []) + ['model', 'preset', 'protocol'] \
+        + (['limits'] if with_limits else []) \
         + list(METRICS) + ['paper HR@20 / MRR@20', 'vs paper', 'seeds', 'epochs',
                            'wall / run', 'device']
     lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
     for g in groups:
         paper = g.paper()
-        cells = [g.label, f'`{g.preset}`' if g.preset else '-', g.protocol]
+        cells = [DATASET_NAMES.get(g.dataset, g.dataset)] if with_limits else []
+        cells += [g.label, f'`{g.preset}`' if g.preset else '-', g.protocol]
         if with_limits:
             cells.append(g.limits or 'full')
         cells += [fmt_stat(*g.stat(m)) for m in METRICS]

@@ -91,6 +91,8 @@ def test_markdown_table_and_faithfulness():
     faith = next(l for l in md.splitlines() if '44.52 / 14.12' in l)
     assert '44.00 / 14.50' in faith and '-0.52 / +0.38' in faith and '| yes |' in faith
     assert '40.0 min' in faith
+    limited = next(l for l in md.splitlines() if '| 1 epoch |' in l)
+    assert limited.startswith('| Diginetica | SR-GNN | `srgnn` | paper | 1 epoch | ')
     far = rr.faithfulness_lines(rr.group_runs(
         [rec(seed=0, hr20=42.0, mrr20=14.0, limits={'epochs': 1})]))
     assert '| NO |' in far[-1]
