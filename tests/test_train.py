@@ -65,7 +65,7 @@ def test_loss_decreases_and_beats_pop(sessions):
 
 
 def test_honest_protocol_selects_on_valid_and_tests_once(sessions, monkeypatch, tmp_path):
-    import tagnn_pyg.train as train_mod
+    import tagnn_pyg.train.trainer as train_mod
     calls: List[int] = []
     real = train_mod.evaluate
 

@@ -1,69 +1,34 @@
-r"""Training and evaluation: :class:`TrainConfig`, :class:`Trainer`, :func:`evaluate`.
-
-The trainer knows a model only through the common interface of
-:mod:`tagnn_pyg.models`: ``model(batch) -> [B, num_items]`` scores (column ``j``
-is item id ``j``; column 0, the padding id, is :math:`-\infty`) and an
-``embedding`` table. The loss is the released one,
-
-.. math::
-    \mathcal{L} = \mathrm{CE}(z_{1:m}, y - 1),
-
-a softmax over items :math:`1..m` only.
-
-Two evaluation protocols (see ``docs/training.md``):
-
-* ``'honest'`` (default): the epoch is chosen on held-out *validation*
-  sequences by ``select_metric`` (HR@20 by default), training stops early after
-  ``patience`` epochs without improvement, and the test set is evaluated
-  **once**, with the chosen weights, at the end.
-* ``'paper'``: the released code's protocol: the *test* set is evaluated after
-  every epoch and the best HR@20 and the best MRR@20 are reported separately
-  (possibly from different epochs), with the released patience rule. The
-  numbers are optimistic (selection on the test set) and labelled as such in
-  every output.
-
-Every run directory gets ``best.pt``, ``last.pt`` (atomic, each epoch),
-``metrics.json``, ``log.csv``, ``log.jsonl`` and ``train.log``; resuming from
-``last.pt`` continues exactly where the run stopped.
-"""
+"""The training loop: :class:`Trainer` (protocols, early stopping, checkpoints,
+resuming, logs)."""
 from __future__ import annotations
 
 import csv
-import dataclasses
 import io
 import json
 import logging
 import math
 import os
-import random
 import time
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import (Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence,
-                    Tuple, Union)
+                    Union)
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .optim import AGC, make_adam
-from .checkpoint import (CheckpointError, load_checkpoint, save_checkpoint,
-                         set_rng_state)
+from ..checkpoint import (CheckpointError, load_checkpoint, save_checkpoint,
+                          set_rng_state)
+from ..optim import AGC, make_adam
+from .config import RESUMABLE_CHANGES, TrainConfig, describe_protocol, describe_schedule
+from .evaluate import evaluate
+from .runtime import (_autocast, _epoch_seed, _progress, resolve_device, seed_everything,
+                      set_deterministic)
 
 PathLike = Union[str, os.PathLike]
 
 logger = logging.getLogger('tagnn_pyg.train')
-
-PROTOCOLS = ('honest', 'paper')
-VALID_SPLITS = ('temporal', 'random')
-OPTIMIZERS = ('adam', )
-
-#: Training-config fields that may differ between a run and its resumption.
-RESUMABLE_CHANGES = frozenset({'epochs', 'device', 'progress', 'tensorboard',
-                               'num_threads', 'check_every', 'eval_batch_size',
-                               'log_interval_s'})
 
 
 class NonFiniteLossError(RuntimeError):
@@ -71,273 +36,9 @@ class NonFiniteLossError(RuntimeError):
     batch and the last good checkpoint that was kept."""
 
 
-# ------------------------------------------------------------------ configuration
-
-
-@dataclass
-class TrainConfig:
-    r"""Everything that decides how a model is trained and evaluated.
-
-    The defaults are the papers' optimisation settings (Adam, lr
-    :math:`10^{-3}`, :math:`\times 0.1` every 3 epochs, L2 :math:`10^{-5}`,
-    batch 100) under the honest protocol. The key names of the optimisation
-    settings are those of :mod:`tagnn_pyg.presets`, so
-    ``TrainConfig.from_preset(get_preset('tagnn'))`` takes a preset as is.
-
-    Args:
-        epochs (int): maximum number of epochs.
-        batch_size (int): training sequences per batch.
-        eval_batch_size (int, optional): sequences per evaluation batch
-            (default: ``batch_size``).
-        optimizer (str): ``'adam'`` (``weight_decay`` as Adam's L2 term, as released).
-        lr (float): initial learning rate.
-        weight_decay (float): L2 penalty.
-        lr_decay (float): ``StepLR`` factor :math:`\gamma`.
-        lr_decay_step (int): ``StepLR`` step size in epochs.
-        scheduler_step_at_epoch_start (bool, optional): call
-            ``scheduler.step()`` at the start of every epoch as the released
-            loops do (the first decay then comes after ``lr_decay_step - 1``
-            epochs); ``False`` steps at the end of each epoch. ``None`` picks the
-            protocol's default: ``True`` for ``'paper'``, ``False`` for ``'honest'``.
-        patience (int, optional): early stopping patience in epochs. ``None``:
-            10 for ``'paper'`` (released), 3 for ``'honest'``.
-        protocol (str): ``'honest'`` or ``'paper'`` (module docstring).
-        valid (str): how validation data is held out under the honest protocol:
-            ``'temporal'`` (most recent ``valid_fraction`` of the training
-            *sessions*) or ``'random'`` (released ``--validation``: a random
-            ``valid_fraction`` of the prefix-expanded sequences).
-        valid_fraction (float): share of training data held out.
-        select_metric (str): the validation metric that picks the epoch.
-        agc (bool): adaptive gradient clipping (:class:`tagnn_pyg.optim.AGC`).
-        agc_clipping (float), agc_eps (float), agc_exempt_embedding (bool): its
-            :math:`\lambda`, :math:`\epsilon` and whether the item table is exempt.
-        amp (bool): bfloat16 autocast for the training forward pass
-            (evaluation always ranks float32 scores).
-        device (str): ``'auto'`` (CUDA when available), ``'cpu'``, ``'cuda'``, ...
-        seed (int): seeds Python, NumPy, torch, and the shuffling of each epoch.
-        deterministic (bool): ask torch for deterministic kernels.
-        num_threads (int, optional): ``torch.set_num_threads`` for the run.
-        ks (tuple of int): cut-offs of HR@K, MRR@K, NDCG@K.
-        weighting (str): session-graph edge weights, ``'binary'`` or ``'count'``.
-        max_train (int, optional): keep about this many of the most recent
-            training sequences (whole sessions when sessions are known).
-        max_valid (int, optional): cap on validation sequences.
-        max_test (int, optional): keep the first ``max_test`` test sequences.
-        progress (bool): tqdm progress bars.
-        tensorboard (bool): also log to TensorBoard (when installed).
-        check_every (int): on CUDA, batches between host checks of the loss
-            (progress bar update and non-finite check); every batch on the CPU.
-        log_interval_s (float): when no progress bar is shown (``progress=False``
-            or stderr is not a terminal), log a progress line (batch, loss,
-            throughput) at most this often during an epoch.
-    """
-    epochs: int = 30
-    batch_size: int = 100
-    eval_batch_size: Optional[int] = None
-    optimizer: str = 'adam'
-    lr: float = 1e-3
-    weight_decay: float = 1e-5
-    lr_decay: float = 0.1
-    lr_decay_step: int = 3
-    scheduler_step_at_epoch_start: Optional[bool] = None
-    patience: Optional[int] = None
-    protocol: str = 'honest'
-    valid: str = 'temporal'
-    valid_fraction: float = 0.1
-    select_metric: str = 'HR@20'
-    agc: bool = False
-    agc_clipping: float = 0.01
-    agc_eps: float = 1e-3
-    agc_exempt_embedding: bool = True
-    amp: bool = False
-    device: str = 'auto'
-    seed: int = 0
-    deterministic: bool = False
-    num_threads: Optional[int] = None
-    ks: Tuple[int, ...] = (5, 10, 20)
-    weighting: str = 'binary'
-    max_train: Optional[int] = None
-    max_valid: Optional[int] = None
-    max_test: Optional[int] = None
-    progress: bool = True
-    tensorboard: bool = False
-    check_every: int = 50
-    log_interval_s: float = 60.0
-
-    def __post_init__(self) -> None:
-        self.ks = tuple(int(k) for k in self.ks)
-        if self.protocol not in PROTOCOLS:
-            raise ValueError(f"protocol must be one of {PROTOCOLS}, got {self.protocol!r}")
-        if self.valid not in VALID_SPLITS:
-            raise ValueError(f"valid must be one of {VALID_SPLITS}, got {self.valid!r}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
-        if self.weighting not in ('binary', 'count'):
-            raise ValueError(f"weighting must be 'binary' or 'count', got {self.weighting!r}")
-        for name in ('epochs', 'batch_size', 'lr_decay_step', 'check_every'):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        for name in ('eval_batch_size', 'patience', 'num_threads', 'max_train',
-                     'max_valid', 'max_test'):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
-                                      or value < 1):
-                raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
-        if not (isinstance(self.lr, (int, float)) and self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
-        if not (self.weight_decay >= 0):
-            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
-        if not 0 < self.lr_decay <= 1:
-            raise ValueError(f"lr_decay must be in (0, 1], got {self.lr_decay!r}")
-        if not 0 < self.valid_fraction < 1:
-            raise ValueError(f"valid_fraction must be strictly between 0 and 1, "
-                             f"got {self.valid_fraction!r}")
-        needed = {self.select_metric}
-        if self.protocol == 'paper':
-            needed |= set(self.paper_metrics)
-        for key in needed:
-            name, _, k = key.partition('@')
-            if name not in ('HR', 'MRR', 'NDCG') or not k.isdigit():
-                raise ValueError(f"metric {key!r} must look like 'HR@20', 'MRR@20' "
-                                 f"or 'NDCG@20'")
-            if int(k) not in self.ks:
-                raise ValueError(f"metric {key!r} needs K={k} in ks, got ks={self.ks}")
-
-    # -- effective values ---------------------------------------------------
-
-    @property
-    def step_at_epoch_start(self) -> bool:
-        """The effective scheduler placement (protocol default when unset)."""
-        if self.scheduler_step_at_epoch_start is None:
-            return self.protocol == 'paper'
-        return bool(self.scheduler_step_at_epoch_start)
-
-    @property
-    def effective_patience(self) -> int:
-        """The effective patience (protocol default when unset)."""
-        if self.patience is None:
-            return 10 if self.protocol == 'paper' else 3
-        return self.patience
-
-    @property
-    def paper_metrics(self) -> Tuple[str, str]:
-        """The two metrics the released code tracks (``HR@K``, ``MRR@K``, K =
-        the cut-off of ``select_metric``)."""
-        k = self.select_metric.partition('@')[2] or '20'
-        return (f'HR@{k}', f'MRR@{k}')
-
-    # -- conversion ---------------------------------------------------------
-
-    def to_dict(self) -> Dict[str, Any]:
-        """A JSON-serialisable dict (``ks`` as a list)."""
-        out = dataclasses.asdict(self)
-        out['ks'] = list(self.ks)
-        return out
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any], **overrides: Any) -> 'TrainConfig':
-        """Inverse of :meth:`to_dict`; unknown keys are refused by name."""
-        merged = {**dict(data), **overrides}
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(merged) - known)
-        if unknown:
-            raise ValueError(f"unknown training settings {unknown}; known: {sorted(known)}")
-        return cls(**merged)
-
-    @classmethod
-    def from_preset(cls, preset: Any, **overrides: Any) -> 'TrainConfig':
-        """Training settings of a :class:`tagnn_pyg.presets.Preset` (or its
-        ``training`` dict), with ``overrides`` on top."""
-        training = getattr(preset, 'training', preset)
-        return cls.from_dict(training, **overrides)
-
-    def describe(self) -> Dict[str, str]:
-        """One-line human descriptions of the protocol and the schedule, as they
-        appear in every output."""
-        return {'protocol': describe_protocol(self), 'schedule': describe_schedule(self)}
-
-
-def describe_protocol(cfg: TrainConfig) -> str:
-    """The protocol label written into every output."""
-    if cfg.protocol == 'paper':
-        a, b = cfg.paper_metrics
-        return (f"papers' protocol (released code): test set evaluated after every "
-                f"epoch, best {a} and best {b} reported separately (possibly from "
-                f"different epochs), patience {cfg.effective_patience}; selection on "
-                f"the test set, so the numbers are optimistic")
-    valid = (f"most recent {cfg.valid_fraction:.0%} of the training sessions"
-             if cfg.valid == 'temporal' else
-             f"random {cfg.valid_fraction:.0%} of the training sequences (released "
-             f"--validation)")
-    return (f"honest protocol: epoch chosen by validation {cfg.select_metric} "
-            f"(validation = {valid}), early stopping with patience "
-            f"{cfg.effective_patience}, test set evaluated once with the chosen weights")
-
-
-def describe_schedule(cfg: TrainConfig) -> str:
-    """The learning-rate schedule, including where the scheduler steps."""
-    first = cfg.lr_decay_step - 1 if cfg.step_at_epoch_start else cfg.lr_decay_step
-    where = ('stepped at the start of each epoch as in the released code'
-             if cfg.step_at_epoch_start else 'stepped at the end of each epoch')
-    return (f"Adam lr {cfg.lr:g}, L2 {cfg.weight_decay:g}, x{cfg.lr_decay:g} every "
-            f"{cfg.lr_decay_step} epochs ({where}: first decay after epoch {first})")
-
-
-# ------------------------------------------------------------------------ helpers
-
-
-def resolve_device(device: Union[str, torch.device, None]) -> torch.device:
-    """``'auto'``/``None`` -> CUDA when available, else CPU; anything else as
-    given. Raises :class:`ValueError` for an unavailable CUDA device."""
-    if device is None or str(device) == 'auto':
-        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-    try:
-        dev = torch.device(device)
-    except RuntimeError as err:
-        raise ValueError(f"unknown device {device!r}: expected 'auto', 'cpu', 'cuda' "
-                         f"or 'cuda:N'") from err
-    if dev.type == 'cuda' and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available "
-                         f"on this machine (use --device cpu)")
-    return dev
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python's, NumPy's and torch's (CPU and CUDA) global generators."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def set_deterministic(enabled: bool = True) -> None:
-    """Ask torch for deterministic kernels (warning where none exists) and turn
-    off cuDNN autotuning; sets ``CUBLAS_WORKSPACE_CONFIG`` if unset."""
-    if enabled:
-        os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')
-    torch.use_deterministic_algorithms(enabled, warn_only=True)
-    torch.backends.cudnn.deterministic = enabled
-    torch.backends.cudnn.benchmark = not enabled and torch.backends.cudnn.benchmark
-
-
-def _epoch_seed(seed: int, epoch: int) -> int:
-    """Seed of the global torch RNG at the start of epoch ``epoch`` (0-based):
-    dropout draws depend only on (seed, epoch), so a resumed run repeats them."""
-    return (int(seed) * 1_000_003 + 7919 * (int(epoch) + 1)) % (2**63 - 1)
-
-
-def _model_device(model: Any) -> Optional[torch.device]:
-    if isinstance(model, torch.nn.Module):
-        for t in model.parameters():
-            return t.device
-        for t in model.buffers():
-            return t.device
-    return None
-
-
 def _model_name(model: torch.nn.Module) -> str:
     try:
-        from .models import MODELS
+        from ..models import MODELS
         for key, cls in MODELS.items():
             if type(model) is cls:
                 return key
@@ -347,221 +48,12 @@ def _model_name(model: torch.nn.Module) -> str:
 
 
 def _atomic_text(path: Path, text: str) -> None:
-    from .utils.io import atomic_write_text
+    from ..utils.io import atomic_write_text
     atomic_write_text(path, text)
 
 
 def _fmt_metrics(metrics: Mapping[str, float], keys: Iterable[str]) -> str:
     return '  '.join(f'{k} {metrics[k]:.2f}' for k in keys if k in metrics)
-
-
-def _autocast(device: torch.device, enabled: bool) -> Any:
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
-
-
-def _progress(total: int, desc: str, enabled: bool) -> Any:
-    """A tqdm bar; with ``enabled`` it still hides itself when stderr is not a
-    terminal (logs of batch jobs stay clean)."""
-    from tqdm.auto import tqdm
-    return tqdm(total=total, desc=desc, unit='batch', leave=False,
-                disable=None if enabled else True, dynamic_ncols=True)
-
-
-# ---------------------------------------------------------------------- evaluate
-
-
-@torch.no_grad()
-def evaluate(
-    model: Callable[..., Tensor],
-    sequences: Any,
-    *,
-    batch_size: int = 100,
-    ks: Sequence[int] = (5, 10, 20),
-    device: Union[str, torch.device, None] = None,
-    weighting: str = 'binary',
-    progress: bool = False,
-    desc: str = 'evaluate',
-) -> Dict[str, float]:
-    r"""Full-ranking HR@K, MRR@K and NDCG@K (percent) of ``model`` on ``sequences``.
-
-    Every target is ranked against all items :math:`1..m` (ties counted against
-    the model) with :class:`tagnn_pyg.metrics.TopKMetrics`; metrics are
-    accumulated on the device.
-
-    Args:
-        model (callable): ``model(batch) -> [B, num_items]`` scores: a
-            :mod:`tagnn_pyg.models` model or a :mod:`tagnn_pyg.baselines` one.
-            A :class:`torch.nn.Module` is put in ``eval()`` mode for the call and
-            restored afterwards.
-        sequences (SessionSequences): prefixes with ``targets``.
-        batch_size (int): sequences per batch.
-        ks (sequence of int): the cut-offs.
-        device: where batches are built (default: the model's device, else CPU).
-        weighting (str): session-graph edge weights.
-        progress (bool): show a progress bar.
-        desc (str): its label.
-
-    Returns:
-        dict: ``{'HR@5': ..., 'MRR@5': ..., 'NDCG@5': ..., ...}`` and ``'count'``
-        (number of test cases).
-    """
-    from .data.batching import SessionLoader
-    from .metrics import TopKMetrics
-
-    if getattr(sequences, 'targets', None) is None:
-        raise ValueError("evaluation needs sequences with targets (the next item of "
-                         "each prefix)")
-    if len(sequences) == 0:
-        raise ValueError("evaluation needs at least one sequence, got none")
-    dev = (resolve_device(device) if device is not None
-           else (_model_device(model) or torch.device('cpu')))
-    loader = SessionLoader(sequences, batch_size, shuffle=False, weighting=weighting,
-                           device=dev)
-    metrics = TopKMetrics(ks)
-    was_training = isinstance(model, torch.nn.Module) and model.training
-    if isinstance(model, torch.nn.Module):
-        model.eval()
-    try:
-        with _progress(len(loader), desc, progress) as bar:
-            for batch in loader:
-                scores = model(batch)
-                metrics.update(scores.float(), batch.y)
-                bar.update(1)
-    finally:
-        if was_training:
-            model.train()
-    out = metrics.compute()
-    out['count'] = metrics.count
-    return out
-
-
-# ------------------------------------------------------------------------ splits
-
-
-@dataclass
-class Splits:
-    r"""The sequences a run trains, selects and tests on, with a description.
-
-    Attributes:
-        train, valid, test (SessionSequences or None): prefix-expanded data.
-        notes (list of str): what was done (split kind, caps), for the record.
-        train_sessions (list of list of int, optional): the whole sessions that
-            ``train`` was expanded from, when known (what the papers' baselines
-            are fitted on).
-    """
-    train: Any
-    valid: Any = None
-    test: Any = None
-    notes: List[str] = field(default_factory=list)
-    train_sessions: Optional[List[List[int]]] = None
-
-    def sizes(self) -> Dict[str, Optional[int]]:
-        return {k: (len(v) if v is not None else None)
-                for k, v in (('train', self.train), ('valid', self.valid),
-                             ('test', self.test))}
-
-
-def _recent_sessions(sessions: List[List[int]], max_sequences: int) -> List[List[int]]:
-    """The most recent whole sessions holding at most ``max_sequences`` prefixes
-    (at least one session)."""
-    total, keep = 0, 0
-    for s in reversed(sessions):
-        n = max(len(s) - 1, 0)
-        if keep and total + n > max_sequences:
-            break
-        total += n
-        keep += 1
-    return list(sessions[len(sessions) - keep:])
-
-
-def make_splits(
-    cfg: TrainConfig,
-    *,
-    train: Any = None,
-    test: Any = None,
-    train_sessions: Optional[Sequence[Sequence[int]]] = None,
-) -> Splits:
-    r"""Build the train / validation / test sequences of ``cfg``'s protocol.
-
-    * ``'paper'``: all training sequences; no validation split.
-    * ``'honest'`` + ``valid='temporal'``: the most recent ``valid_fraction`` of
-      the training *sessions* (whole sessions; needs ``train_sessions``, i.e.
-      ``all_train_seq.txt``) become validation, both sides prefix-expanded.
-    * ``'honest'`` + ``valid='random'``: a random ``valid_fraction`` of the
-      prefix-expanded training sequences (the released ``--validation``).
-
-    The papers' protocol and the random split use ``train`` when given (the
-    released code reads ``train.txt``), else the expansion of ``train_sessions``.
-
-    Caps: ``max_train`` keeps the most recent training data (whole sessions for
-    the temporal split and the baselines, the last sequences of ``train``
-    otherwise), before the split; ``max_valid`` keeps the last validation sequences;
-    ``max_test`` keeps the first test sequences.
-
-    Args:
-        cfg (TrainConfig): protocol, split and caps.
-        train (SessionSequences, optional): prefix-expanded training sequences
-            (used when ``train_sessions`` is not given, or for the random split).
-        test (SessionSequences, optional): test sequences.
-        train_sessions (list of list of int, optional): whole training sessions
-            in date order.
-    """
-    from .data.sequences import expand_prefixes
-    from .data.split import random_prefix_split, temporal_session_split
-
-    notes: List[str] = []
-    if train_sessions is None and train is None:
-        raise ValueError("make_splits needs training data: train or train_sessions")
-    sessions = [list(s) for s in train_sessions] if train_sessions is not None else None
-    if sessions is not None and cfg.max_train is not None:
-        sessions = _recent_sessions(sessions, cfg.max_train)
-        notes.append(f"training sessions capped to the {len(sessions)} most recent "
-                     f"(max_train={cfg.max_train} sequences)")
-
-    def sequences() -> Any:
-        """All training sequences: ``train`` as given (``train.txt``, as the
-        released code reads it) or the expansion of the sessions; capped."""
-        if train is None:
-            return expand_prefixes(sessions)
-        if cfg.max_train is not None and len(train) > cfg.max_train:
-            notes.append(f"training sequences capped to the last {cfg.max_train}")
-            return train[len(train) - cfg.max_train:]
-        return train
-
-    valid = None
-    used_sessions = sessions
-    if cfg.protocol == 'paper':
-        train = sequences()
-        notes.append("papers' protocol: no validation split, all training sequences used")
-    elif cfg.valid == 'temporal':
-        if sessions is None:
-            raise ValueError(
-                "the temporal validation split needs whole training sessions "
-                "(all_train_seq.txt), but only prefix-expanded sequences (train.txt) "
-                "are available; use the random prefix split (valid='random', "
-                "--valid random)")
-        tr, va = temporal_session_split(sessions, cfg.valid_fraction)
-        train, valid = expand_prefixes(tr), expand_prefixes(va)
-        used_sessions = list(tr)
-        notes.append(f"validation: the most recent {len(va)} of {len(sessions)} training "
-                     f"sessions ({cfg.valid_fraction:.0%}), whole sessions")
-    else:
-        train, valid = random_prefix_split(sequences(), cfg.valid_fraction, seed=cfg.seed)
-        used_sessions = None  # the random split cuts sessions
-        notes.append(f"validation: random {cfg.valid_fraction:.0%} of the training "
-                     f"sequences (released --validation; prefixes of one session can "
-                     f"fall on both sides)")
-    if valid is not None and cfg.max_valid is not None and len(valid) > cfg.max_valid:
-        valid = valid[len(valid) - cfg.max_valid:]
-        notes.append(f"validation capped to its last {cfg.max_valid} sequences")
-    if test is not None and cfg.max_test is not None and len(test) > cfg.max_test:
-        test = test[:cfg.max_test]
-        notes.append(f"test set capped to its first {cfg.max_test} sequences")
-    return Splits(train=train, valid=valid, test=test, notes=notes,
-                  train_sessions=used_sessions)
-
-
-# ----------------------------------------------------------------------- trainer
 
 
 class Trainer:
@@ -671,7 +163,7 @@ class Trainer:
             NonFiniteLossError: on a NaN/infinite loss (checkpoints kept).
             CheckpointError: when ``resume`` finds no compatible ``last.pt``.
         """
-        from .data.batching import SessionLoader
+        from ..data.batching import SessionLoader
 
         cfg = self.config
         if cfg.protocol == 'honest' and valid is None:
@@ -1068,17 +560,3 @@ def _jsonable(value: Any) -> bool:
     except (TypeError, ValueError):
         return False
 
-
-__all__ = [
-    'TrainConfig',
-    'Trainer',
-    'Splits',
-    'make_splits',
-    'evaluate',
-    'NonFiniteLossError',
-    'describe_protocol',
-    'describe_schedule',
-    'resolve_device',
-    'seed_everything',
-    'set_deterministic',
-]

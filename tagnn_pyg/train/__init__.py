@@ -1,0 +1,52 @@
+r"""Training and evaluation: :class:`TrainConfig`, :class:`Trainer`, :func:`evaluate`.
+
+The trainer knows a model only through the common interface of
+:mod:`tagnn_pyg.models`: ``model(batch) -> [B, num_items]`` scores (column ``j``
+is item id ``j``; column 0, the padding id, is :math:`-\infty`) and an
+``embedding`` table. The loss is the released one,
+
+.. math::
+    \mathcal{L} = \mathrm{CE}(z_{1:m}, y - 1),
+
+a softmax over items :math:`1..m` only.
+
+Two evaluation protocols (see ``docs/training.md``):
+
+* ``'honest'`` (default): the epoch is chosen on held-out *validation*
+  sequences by ``select_metric`` (HR@20 by default), training stops early after
+  ``patience`` epochs without improvement, and the test set is evaluated
+  **once**, with the chosen weights, at the end.
+* ``'paper'``: the released code's protocol: the *test* set is evaluated after
+  every epoch and the best HR@20 and the best MRR@20 are reported separately
+  (possibly from different epochs), with the released patience rule. The
+  numbers are optimistic (selection on the test set) and labelled as such in
+  every output.
+
+Every run directory gets ``best.pt``, ``last.pt`` (atomic, each epoch),
+``metrics.json``, ``log.csv``, ``log.jsonl`` and ``train.log``; resuming from
+``last.pt`` continues exactly where the run stopped.
+
+The package holds one module per job: :mod:`.config` (``TrainConfig``),
+:mod:`.splits` (``make_splits``), :mod:`.evaluate`, :mod:`.runtime` (devices,
+seeds, determinism) and :mod:`.trainer` (the loop, checkpoints, logs).
+"""
+from .config import PROTOCOLS, TrainConfig, describe_protocol, describe_schedule
+from .evaluate import evaluate
+from .runtime import resolve_device, seed_everything, set_deterministic
+from .splits import Splits, make_splits
+from .trainer import NonFiniteLossError, Trainer
+
+__all__ = [
+    'PROTOCOLS',
+    'TrainConfig',
+    'Trainer',
+    'Splits',
+    'make_splits',
+    'evaluate',
+    'NonFiniteLossError',
+    'describe_protocol',
+    'describe_schedule',
+    'resolve_device',
+    'seed_everything',
+    'set_deterministic',
+]
