@@ -46,7 +46,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence
 
 # On a shared machine (more runnable threads than cores) OpenMP's default active waiting makes
 # every parallel region wait for a descheduled worker: a step with many small ops became up to

@@ -184,7 +184,6 @@ def build_session_batch(
 
     num_graphs = ptr.numel() - 1
     num_clicks = items.numel()
-    lengths = ptr[1:] - ptr[:-1]
     graph_ids = torch.arange(num_graphs, device=device)
     # Session of each click: mark session starts, cumulative sum. (Same as
     # repeat_interleave(arange(B), lengths), whose CPU kernel spawns a parallel
