@@ -1,10 +1,22 @@
-"""Dense ports of the released SR-GNN/TAGNN computations that several tests
-compare against (CRIPAC-DIG/SR-GNN ``utils.Data.get_slice`` and
-``GNN.GNNCell``), written once, as plain numpy loops and the gate equations
+"""Ports of the released SR-GNN/TAGNN computations that several tests
+compare against (CRIPAC-DIG/SR-GNN ``process_seqs``, ``utils.Data.get_slice``
+and ``GNN.GNNCell``), written once, as plain numpy loops and the gate equations
 spelled out, independent of the library's sparse/PyG implementation."""
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+
+
+def process_seqs(sessions):
+    """The released prefix expansion: for each session, for ``i`` in
+    ``1..len-1``, the prefix ``seq[:-i]`` with target ``seq[-i]``."""
+    out_seqs, labs = [], []
+    for seq in sessions:
+        for i in range(1, len(seq)):
+            labs += [seq[-i]]
+            out_seqs += [seq[:-i]]
+    return out_seqs, labs
 
 
 def dense_adjacency(seq, weighting='binary'):

@@ -19,6 +19,8 @@ from conftest import require_shared
 from tagnn_pyg.data.preprocess import (add_prepare_arguments, make_time_parser, prepare,
                                        run_prepare)
 
+from released import process_seqs
+
 SAMPLE = ('raw', 'diginetica-sample-train-item-views.csv')
 
 
@@ -98,14 +100,6 @@ def released_preprocess(path):
         if len(outseq) < 2:
             continue
         tes_seqs += [outseq]
-
-    def process_seqs(iseqs):
-        out_seqs, labs = [], []
-        for seq in iseqs:
-            for i in range(1, len(seq)):
-                labs += [seq[-i]]
-                out_seqs += [seq[:-i]]
-        return out_seqs, labs
 
     return tra_seqs, process_seqs(tra_seqs), process_seqs(tes_seqs), item_ctr
 

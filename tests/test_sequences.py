@@ -5,16 +5,7 @@ import torch
 
 from tagnn_pyg.data import SessionSequences, expand_prefixes
 
-
-def reference_process_seqs(sessions):
-    """The released SR-GNN ``process_seqs`` loop (datasets/preprocess.py)."""
-    out_seqs, labs = [], []
-    for seq in sessions:
-        for i in range(1, len(seq)):
-            tar = seq[-i]
-            labs += [tar]
-            out_seqs += [seq[:-i]]
-    return out_seqs, labs
+from released import process_seqs
 
 
 def test_from_lists_layout():
@@ -118,7 +109,7 @@ def test_expand_prefixes_matches_released_loop_random():
     g = np.random.default_rng(1)
     sessions = [g.integers(1, 30, size=g.integers(1, 12)).tolist() for _ in range(500)]
     s = expand_prefixes(sessions)
-    seqs, labs = reference_process_seqs(sessions)
+    seqs, labs = process_seqs(sessions)
     assert s.to_lists() == seqs
     assert s.targets.tolist() == labs
     # also from a SessionSequences of whole sessions

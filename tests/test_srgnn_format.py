@@ -8,15 +8,7 @@ from conftest import require_shared
 from tagnn_pyg.data.safe_pickle import UnsafePickleError
 from tagnn_pyg.data.srgnn_format import read_srgnn_folder, write_srgnn_folder
 
-
-def released_process_seqs(iseqs):
-    """Prefix expansion as in the released SR-GNN ``process_seqs``."""
-    out_seqs, labs = [], []
-    for seq in iseqs:
-        for i in range(1, len(seq)):
-            labs += [seq[-i]]
-            out_seqs += [seq[:-i]]
-    return out_seqs, labs
+from released import process_seqs
 
 
 # published counts (datasets/README.md, SR-GNN/TAGNN papers)
@@ -48,11 +40,11 @@ def test_real_folder_counts(name):
     assert data.test.targets.numel() == want['test']
     # spot-check the expansion against the released loop on a slice of sessions
     first = data.train_sessions[:500]
-    seqs, labs = released_process_seqs(first)
+    seqs, labs = process_seqs(first)
     assert data.train[:len(seqs)].to_lists() == seqs
     assert data.train.targets[:len(labs)].tolist() == labs
     last = data.train_sessions[-300:]
-    seqs, labs = released_process_seqs(last)
+    seqs, labs = process_seqs(last)
     assert data.train[len(data.train) - len(seqs):].to_lists() == seqs
     assert data.train.targets[len(data.train) - len(labs):].tolist() == labs
 
