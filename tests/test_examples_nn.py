@@ -2,7 +2,6 @@
 import importlib.util
 from pathlib import Path
 
-import torch
 
 EXAMPLES = Path(__file__).resolve().parents[1] / 'examples'
 
