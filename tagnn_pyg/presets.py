@@ -168,6 +168,9 @@ VARIANTS: Dict[str, Variant] = {
     'tagnn-nonhybrid': Variant('tagnn', {'hybrid': False},
                                description='TAGNN, released score without W3 '
                                            '(s_global + s_target)'),
+    'tagnn-padded': Variant('tagnn', {'released_padding': True},
+                            description="TAGNN with the released code's softmaxes over "
+                                        "padded slots (reproduction study)"),
     'tagnnpp-AGC': Variant('tagnnpp', training={'agc': False},
                            description='TAGNN++ without adaptive gradient clipping'),
     'tagnnpp-GNN': Variant('tagnnpp', {'use_gnn': False},

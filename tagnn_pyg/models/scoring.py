@@ -75,10 +75,17 @@ class SessionPositions:
         index (LongTensor): ``[L]`` session of each position (PyG batching
             keeps it sorted).
         num_sessions (int): :math:`B`.
+        pad_count (Tensor, optional): ``[B]`` padded slots per session, set
+            only when emulating the released code's padding
+            (:class:`~tagnn_pyg.models.TAGNN` with ``released_padding=True``).
+        pad_x (Tensor, optional): ``[d]`` the feature of a padded slot (the
+            GNN state of the padding item), set with ``pad_count``.
     """
     x: Tensor
     index: Tensor
     num_sessions: int
+    pad_count: Optional[Tensor] = None
+    pad_x: Optional[Tensor] = None
 
     @property
     def ptr(self) -> Tensor:

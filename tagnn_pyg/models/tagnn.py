@@ -1,7 +1,8 @@
 r"""TAGNN (Yu et al., SIGIR 2020) as a composition of :mod:`tagnn_pyg.nn` parts."""
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Tuple
+from contextlib import contextmanager
+from typing import Any, Dict, Iterator, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -13,7 +14,7 @@ from tagnn_pyg.nn import GatedSessionConv
 from tagnn_pyg.nn.readouts import LastItemReadout, SoftAttentionReadout
 from tagnn_pyg.nn.target_attention import TargetAttention
 
-__all__ = ['TAGNN', 'TAGNN_SCORES', 'TAGNN_SESSIONS']
+__all__ = ['TAGNN', 'TAGNN_SCORES', 'TAGNN_SESSIONS', 'padded_like_released']
 
 TAGNN_SCORES = ('released', 'paper')
 TAGNN_SESSIONS = ('full', 'local', 'mean', 'attention', 'local+attention')
@@ -60,7 +61,20 @@ class TAGNN(SessionRecommender):
     and :math:`c_t` the inner product of :math:`\mathbf{v}_t` with the
     target-independent part, by :class:`~tagnn_pyg.nn.TargetAttention`, which
     never builds the ``[B, m, d]`` tensor of the released code. Attention is
-    per session (the released code's softmaxes also run over padded slots).
+    per session.
+
+    The released code's softmaxes also run over padded slots: it pads every
+    session to the longest one of the data set it iterates (69 clicks for
+    Diginetica's training set, 40 for its test set), each slot adding
+    :math:`e^0` to the target attention's denominator and
+    :math:`e^{\alpha_{pad}}` (the GNN state of the padding item) to the soft
+    attention's. ``released_padding=True`` emulates exactly that, for
+    reproduction studies: session :math:`s` of length :math:`n_s` gets
+    :math:`L - n_s` padded slots, with :math:`L` = ``model.pad_length``
+    (set to the longest session of the data being iterated by the trainer and
+    :func:`~tagnn_pyg.train.evaluate`, see :func:`padded_like_released`), or
+    the batch's longest session when unset. A session's scores then depend on
+    :math:`L`, as in the released code.
 
     The paper's ablations (section 3.3) drop the target term and keep one
     session representation (``session=``): ``'local'`` (TAGNN-L,
@@ -86,6 +100,9 @@ class TAGNN(SessionRecommender):
         chunk_size (int, optional): Items per chunk in
             :class:`~tagnn_pyg.nn.TargetAttention` (bounds peak memory);
             ``None`` keeps its default.
+        released_padding (bool, optional): Emulate the released code's
+            softmaxes over padded slots (see above; ``session`` ``'full'``,
+            ``'attention'`` or ``'local+attention'``). (default: :obj:`False`)
 
     Shapes:
         - **input:** a batch of :class:`~tagnn_pyg.data.SessionData` with
@@ -96,12 +113,19 @@ class TAGNN(SessionRecommender):
 
     def __init__(self, num_items: int, hidden_channels: int = 100, num_steps: int = 1,
                  score: str = 'released', session: str = 'full', hybrid: bool = True,
-                 chunk_size: Optional[int] = None) -> None:
+                 chunk_size: Optional[int] = None, released_padding: bool = False) -> None:
         super().__init__(num_items, hidden_channels)
         if score not in TAGNN_SCORES:
             raise ValueError(f"score must be one of {TAGNN_SCORES}, got {score!r}")
         if session not in TAGNN_SESSIONS:
             raise ValueError(f"session must be one of {TAGNN_SESSIONS}, got {session!r}")
+        if released_padding and session in ('local', 'mean'):
+            raise ValueError(f"released_padding emulates padded slots in the attention "
+                             f"softmaxes; session={session!r} has none")
+        self.released_padding = bool(released_padding)
+        #: Length every session is padded to with ``released_padding``
+        #: (``None``: the batch's longest session).
+        self.pad_length: Optional[int] = None
         self.num_steps = int(num_steps)
         self.score_form = score
         self.session = session
@@ -133,7 +157,8 @@ class TAGNN(SessionRecommender):
     def config(self) -> Dict[str, Any]:
         return dict(num_items=self.num_items, hidden_channels=self.hidden_channels,
                     num_steps=self.num_steps, score=self.score_form, session=self.session,
-                    hybrid=self.hybrid, chunk_size=self.chunk_size)
+                    hybrid=self.hybrid, chunk_size=self.chunk_size,
+                    released_padding=self.released_padding)
 
     # -- encoder -----------------------------------------------------------
     def node_features(self, batch: Any) -> Tensor:
@@ -142,6 +167,31 @@ class TAGNN(SessionRecommender):
             return x
         return self.gnn(x, batch.edge_index, getattr(batch, 'edge_weight_in', None),
                         getattr(batch, 'edge_weight_out', None))
+
+    def positions(self, batch: Any) -> SessionPositions:
+        pos = super().positions(batch)
+        if self.released_padding:
+            self._add_padding(pos)
+        return pos
+
+    def _add_padding(self, pos: SessionPositions) -> None:
+        r"""Set ``pos.pad_count`` (:math:`L - n_s`) and ``pos.pad_x`` (the GNN
+        state of an isolated padding node, as in the released batches)."""
+        lengths = torch.bincount(pos.index, minlength=pos.num_sessions)
+        if self.pad_length is None:
+            length = lengths.max()
+        else:
+            longest = int(lengths.max()) if lengths.numel() else 0
+            if longest > self.pad_length:
+                raise ValueError(f"pad_length={self.pad_length} is shorter than the "
+                                 f"longest session of the batch ({longest} clicks)")
+            length = self.pad_length
+        pos.pad_count = length - lengths
+        pad = self.embedding.weight[:1]                    # item 0, one node, no edges
+        if self.gnn is not None:
+            none = torch.zeros(2, 0, dtype=torch.long, device=pad.device)
+            pad = self.gnn(pad, none)
+        pos.pad_x = pad[0]
 
     # -- readouts ----------------------------------------------------------
     def session_terms(self, pos: SessionPositions) -> Tuple[Tensor, Optional[Tensor]]:
@@ -153,7 +203,8 @@ class TAGNN(SessionRecommender):
                    if self.local_readout is not None else None)
         s_global = None
         if self.global_readout is not None:
-            s_global = self.global_readout(pos.x, pos.index, dim_size=B, last=s_local)
+            s_global = self.global_readout(pos.x, pos.index, dim_size=B, last=s_local,
+                                           pad_count=pos.pad_count, pad_x=pos.pad_x)
         if self.session == 'local':
             return s_local, None
         if self.session == 'mean':
@@ -198,4 +249,22 @@ class TAGNN(SessionRecommender):
     def _target_term(self, pos: SessionPositions, target: Tensor, value: Optional[Tensor],
                      candidates: Optional[Tensor]) -> Tensor:
         return self.target_attention(pos.x, pos.index, dim_size=pos.num_sessions,
-                                     target=target, value=value, candidates=candidates)
+                                     target=target, value=value, candidates=candidates,
+                                     pad_count=pos.pad_count)
+
+
+@contextmanager
+def padded_like_released(model: Any, sequences: Any) -> Iterator[None]:
+    r"""While iterating ``sequences``, pad like the released code: set
+    ``model.pad_length`` to their longest session when ``model`` emulates the
+    released padding (``released_padding=True``), and restore it afterwards.
+    Does nothing for any other model."""
+    if not getattr(model, 'released_padding', False):
+        yield
+        return
+    before = model.pad_length
+    model.pad_length = int(sequences.max_length)
+    try:
+        yield
+    finally:
+        model.pad_length = before

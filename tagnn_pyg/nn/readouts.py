@@ -17,8 +17,8 @@ from torch.nn import Linear
 from torch_geometric.nn.aggr import Aggregation
 from torch_geometric.utils import scatter, softmax
 
-__all__ = ['LastItemReadout', 'SoftAttentionReadout', 'last_position',
-           'ptr_to_index']
+__all__ = ['LastItemReadout', 'SoftAttentionReadout', 'check_pad_count',
+           'last_position', 'ptr_to_index']
 
 
 def ptr_to_index(ptr: Tensor, num_elements: Optional[int] = None) -> Tensor:
@@ -54,6 +54,21 @@ def _check_input(x: Tensor, dim: int) -> None:
                          f"[num_positions, channels], got {list(x.shape)}")
     if dim not in (-2, 0):
         raise ValueError(f"readouts aggregate over dim -2 (positions), got dim={dim}")
+
+
+def check_pad_count(pad_count: Tensor, dim_size: int) -> None:
+    r"""Validate a ``[B]`` tensor of padded-slot counts (released-code
+    emulation): one non-negative count per session."""
+    if not isinstance(pad_count, Tensor):
+        raise TypeError(f"pad_count must be a Tensor [num_sessions], got "
+                        f"{type(pad_count).__name__}")
+    if pad_count.dim() != 1 or pad_count.numel() != dim_size:
+        raise ValueError(f"pad_count must have shape [{dim_size}] (padded slots per "
+                         f"session), got {list(pad_count.shape)}")
+    if pad_count.device.type == 'cpu' and pad_count.numel() > 0 \
+            and float(pad_count.min()) < 0:
+        raise ValueError(f"pad_count must be >= 0 (padded slots per session), got "
+                         f"minimum {float(pad_count.min())}")
 
 
 def resolve_index(x: Tensor, index: Optional[Tensor], ptr: Optional[Tensor]) -> Tensor:
@@ -110,8 +125,23 @@ class SoftAttentionReadout(Aggregation):
     (``linear_three``). SR-GNN sums with the raw :math:`\alpha_i`
     (``softmax=False``); TAGNN's released code first applies a softmax over
     the session, :math:`\alpha_i \leftarrow \mathrm{softmax}_i(\alpha_i)`
-    (``softmax=True``). The softmax here is per session (the released code's
-    also runs over padded slots; see the docs).
+    (``softmax=True``). The softmax here is per session.
+
+    The released TAGNN code pads every session to the data set's longest one
+    and its softmax also runs over the padded slots, each carrying the GNN
+    state of the padding item: to emulate it, pass ``pad_count`` (``[B]``
+    padded slots per session) and ``pad_x`` (their feature
+    :math:`\mathbf{v}_{pad}`, ``[d]`` or ``[B, d]``). They then join the
+    denominator,
+
+    .. math::
+        \alpha_i \leftarrow \frac{e^{\alpha_i}}{\sum_{j} e^{\alpha_j} +
+            \text{pad\_count} \cdot e^{\alpha_{pad}}}, \qquad
+        \alpha_{pad} = \mathbf{q}^{\top}\sigma(\mathbf{W}_1
+            \mathbf{v}_{s_n} + \mathbf{c}_1 + \mathbf{W}_2\mathbf{v}_{pad}
+            + \mathbf{c}_2),
+
+    and not the sum (the released code masks them there).
 
     Args:
         channels (int): Feature size :math:`d`.
@@ -121,7 +151,8 @@ class SoftAttentionReadout(Aggregation):
     Shapes:
         - **input:** position features :math:`(N, d)`, ``index`` :math:`(N)`
           or ``ptr`` :math:`(B + 1)`, optional keyword ``last`` :math:`(B, d)`
-          (default: the feature of each session's last position)
+          (default: the feature of each session's last position), optional
+          ``pad_count`` :math:`(B)` and ``pad_x`` :math:`(d)` or :math:`(B, d)`
         - **output:** :math:`(B, d)`
     """
 
@@ -145,7 +176,9 @@ class SoftAttentionReadout(Aggregation):
 
     def forward(self, x: Tensor, index: Optional[Tensor] = None,
                 ptr: Optional[Tensor] = None, dim_size: Optional[int] = None,
-                dim: int = -2, last: Optional[Tensor] = None) -> Tensor:
+                dim: int = -2, last: Optional[Tensor] = None,
+                pad_count: Optional[Tensor] = None,
+                pad_x: Optional[Tensor] = None) -> Tensor:
         _check_input(x, dim)
         if x.size(-1) != self.channels:
             raise ValueError(f"x must have {self.channels} channels, got "
@@ -157,8 +190,28 @@ class SoftAttentionReadout(Aggregation):
         elif tuple(last.shape) != (dim_size, self.channels):
             raise ValueError(f"last must have shape [{dim_size}, {self.channels}] "
                              f"(one vector per session), got {list(last.shape)}")
-        alpha = self.lin_q(torch.sigmoid(self.lin_last(last)[index] + self.lin_pos(x)))
-        if self.softmax:
+        if (pad_count is None) != (pad_x is None):
+            raise ValueError("pad_count and pad_x go together (padded slots per "
+                             "session and their feature)")
+        if pad_count is not None and not self.softmax:
+            raise ValueError("pad_count emulates padded slots in the softmax; it needs "
+                             "softmax=True (without it the released code masks them)")
+        q_last = self.lin_last(last)
+        alpha = self.lin_q(torch.sigmoid(q_last[index] + self.lin_pos(x)))
+        if pad_count is not None:
+            check_pad_count(pad_count, dim_size)
+            if pad_x.shape not in ((self.channels, ), (dim_size, self.channels)):
+                raise ValueError(f"pad_x must have shape [{self.channels}] or "
+                                 f"[{dim_size}, {self.channels}], got {list(pad_x.shape)}")
+            alpha_pad = self.lin_q(torch.sigmoid(q_last + self.lin_pos(pad_x)))  # [B, 1]
+            pad = pad_count.to(alpha.dtype).view(-1, 1)
+            m = scatter(alpha.detach(), index, 0, dim_size, reduce='max')
+            m = torch.where(pad > 0, torch.maximum(m, alpha_pad.detach()), m)
+            w = (alpha - m[index]).exp()
+            denom = scatter(w, index, 0, dim_size, reduce='sum') \
+                + pad * (alpha_pad - m).exp()
+            alpha = w / denom[index]
+        elif self.softmax:
             alpha = softmax(alpha, index, num_nodes=dim_size, dim=0)
         return scatter(alpha * x, index, 0, dim_size, reduce='sum')
 

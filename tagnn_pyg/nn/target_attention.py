@@ -11,7 +11,7 @@ from torch.nn import Linear
 from torch_geometric.nn.aggr import Aggregation
 from torch_geometric.utils import scatter, to_dense_batch
 
-from tagnn_pyg.nn.readouts import resolve_index
+from tagnn_pyg.nn.readouts import check_pad_count, resolve_index
 
 __all__ = ['TargetAttention', 'target_attention_scores']
 
@@ -78,13 +78,19 @@ class _ChunkedTargetAttention(torch.autograd.Function):
 
     With ``compute_dtype`` (bf16/fp16 under autocast) the four matmul inputs are
     cast to it once and the matmuls run in it, while the segment softmax, the
-    weighted sums, ``o`` and the gradients stay in the inputs' (float32) dtype."""
+    weighted sums, ``o`` and the gradients stay in the inputs' (float32) dtype.
+
+    With ``pad`` (``[B]``), session :math:`b` also has ``pad[b]`` slots with
+    :math:`E = 0` and :math:`G = 0` (the released code's zeroed padding): they
+    add ``pad[b]`` :math:`\cdot e^{0}` to the softmax denominator and nothing to
+    the sum. The backward formulas hold unchanged: with the padded denominator
+    (carried by ``lse``) still :math:`\partial E = P (G - o) \cdot g`."""
 
     @staticmethod
     def forward(ctx: Any, q: Tensor, x: Tensor, k: Tensor, u: Tensor, index: Tensor,
                 candidates: Optional[Tensor], dim_size: int,
                 chunk_size: int, compute_dtype: Optional[torch.dtype] = None,
-                training: bool = False) -> Tensor:
+                training: bool = False, pad: Optional[Tensor] = None) -> Tensor:
         num_cols = k.size(0) if candidates is None else candidates.size(1)
         out = q.new_zeros(dim_size, num_cols)
         if compute_dtype is not None:
@@ -100,8 +106,12 @@ class _ChunkedTargetAttention(torch.autograd.Function):
             e = _pair_dots(q, k, index, candidates, t0, t1).to(out.dtype)
             g = _pair_dots(x, u, index, candidates, t0, t1).to(out.dtype)
             m = scatter(e, index, 0, dim_size, reduce='max')
+            if pad is not None:  # padded slots have E = 0: include 0 in the max
+                m = torch.where(pad.view(-1, 1) > 0, m.clamp(min=0.0), m)
             p = e.sub_(m[index]).exp_()
             s = scatter(p, index, 0, dim_size, reduce='sum')
+            if pad is not None:
+                s = s + pad.view(-1, 1) * torch.exp(-m)
             p.div_(s.clamp(min=torch.finfo(s.dtype).tiny)[index])   # P = softmax
             out[:, t0:t1] = scatter(p * g if keep else p.mul_(g), index, 0, dim_size,
                                     reduce='sum')
@@ -140,12 +150,14 @@ class _ChunkedTargetAttention(torch.autograd.Function):
             if need_q or need_k:
                 de = p.mul_(g.sub_(out[:, t0:t1][index]))  # P * dout * (G - o)
                 _pair_grads(de, q, k, index, candidates, t0, t1, grad_q, grad_k)
-        return grad_q, grad_x, grad_k, grad_u, None, None, None, None, None, None
+        return grad_q, grad_x, grad_k, grad_u, None, None, None, None, None, None, None
 
 
 def _dense_pool(q: Tensor, x: Tensor, k: Tensor, index: Tensor, dim_size: int,
-                candidates: Optional[Tensor]) -> Tensor:
-    r"""Literal eq. (6)-(7) on a padded batch: ``[B, T, d]`` (or ``[B, C, d]``)."""
+                candidates: Optional[Tensor], pad: Optional[Tensor] = None) -> Tensor:
+    r"""Literal eq. (6)-(7) on a padded batch: ``[B, T, d]`` (or ``[B, C, d]``).
+    With ``pad``, ``pad[b]`` zero slots join session ``b``'s softmax (one extra
+    slot with logit :math:`\log` ``pad[b]``, which is the same)."""
     qd, mask = to_dense_batch(q, index, batch_size=dim_size)   # [B, L, d]
     xd, _ = to_dense_batch(x, index, batch_size=dim_size)
     if candidates is None:
@@ -153,7 +165,11 @@ def _dense_pool(q: Tensor, x: Tensor, k: Tensor, index: Tensor, dim_size: int,
     else:
         e = qd @ k[candidates].transpose(1, 2)                  # [B, L, C]
     e = e.masked_fill(~mask.unsqueeze(-1), float('-inf'))
-    beta = torch.softmax(e, dim=1).masked_fill(~mask.unsqueeze(-1), 0.0)
+    if pad is not None:
+        extra = pad.to(e.dtype).log().view(-1, 1, 1).expand(-1, 1, e.size(-1))
+        e = torch.cat([e, extra], dim=1)
+    beta = torch.softmax(e, dim=1)[:, :mask.size(1)]
+    beta = beta.masked_fill(~mask.unsqueeze(-1), 0.0)
     return beta.transpose(1, 2) @ xd
 
 
@@ -161,11 +177,16 @@ def target_attention_scores(q: Tensor, x: Tensor, target: Tensor, value: Tensor,
                             index: Tensor, dim_size: int,
                             candidates: Optional[Tensor] = None,
                             chunk_size: Optional[int] = None,
-                            method: str = 'chunked') -> Tensor:
+                            method: str = 'chunked',
+                            pad_count: Optional[Tensor] = None) -> Tensor:
     r"""Functional form of :class:`TargetAttention` with precomputed
     :math:`\mathbf{q}_i = \mathbf{W}\mathbf{v}_i` (``q``):
     :math:`o_{b,t} = \sum_{i \in b} \mathrm{softmax}_i(\mathbf{q}_i \cdot
-    \mathbf{v}_t)\, (\mathbf{v}_i \cdot \mathbf{u}_t)`."""
+    \mathbf{v}_t)\, (\mathbf{v}_i \cdot \mathbf{u}_t)`, the softmax
+    denominator extended by ``pad_count[b]`` zero slots when given."""
+    if pad_count is not None:
+        pad_count = pad_count.to(torch.float32 if q.dtype in (torch.float16, torch.bfloat16)
+                                 else q.dtype)
     device_type = q.device.type
     if torch.is_autocast_enabled(device_type):
         # Mixed precision done inside: the matmuls run in the autocast dtype,
@@ -176,17 +197,19 @@ def target_attention_scores(q: Tensor, x: Tensor, target: Tensor, value: Tensor,
         with torch.autocast(device_type=device_type, enabled=False):
             return _target_attention_scores(q.float(), x.float(), target.float(),
                                             value.float(), index, dim_size, candidates,
-                                            chunk_size, method, compute_dtype)
+                                            chunk_size, method, compute_dtype,
+                                            None if pad_count is None else pad_count.float())
     return _target_attention_scores(q, x, target, value, index, dim_size, candidates,
-                                    chunk_size, method, None)
+                                    chunk_size, method, None, pad_count)
 
 
 def _target_attention_scores(q: Tensor, x: Tensor, target: Tensor, value: Tensor,
                              index: Tensor, dim_size: int, candidates: Optional[Tensor],
                              chunk_size: Optional[int], method: str,
-                             compute_dtype: Optional[torch.dtype]) -> Tensor:
+                             compute_dtype: Optional[torch.dtype],
+                             pad_count: Optional[Tensor] = None) -> Tensor:
     if method == 'dense':
-        pooled = _dense_pool(q, x, target, index, dim_size, candidates)
+        pooled = _dense_pool(q, x, target, index, dim_size, candidates, pad_count)
         u = value if candidates is None else value[candidates]
         return (pooled * u).sum(-1)
     if method != 'chunked':
@@ -199,7 +222,7 @@ def _target_attention_scores(q: Tensor, x: Tensor, target: Tensor, value: Tensor
         t.requires_grad for t in (q, x, target, value))
     return _ChunkedTargetAttention.apply(q, x, target, value, index, candidates,
                                          dim_size, max(1, int(chunk_size)), compute_dtype,
-                                         training)
+                                         training, pad_count)
 
 
 class TargetAttention(Aggregation):
@@ -251,6 +274,14 @@ class TargetAttention(Aggregation):
     and the ``[B, T, d]`` tensor of eq. 7); use it for tests and small inputs.
     :meth:`pool` returns :math:`\mathbf{s}^t_{target}` itself.
 
+    ``pad_count`` (``[B]``, optional) emulates the released TAGNN code, which
+    pads every session with zero vectors to the data set's longest session
+    and runs this softmax over the padded slots too: each of the
+    ``pad_count[b]`` slots has :math:`E = 0` and adds :math:`e^0 = 1` to the
+    denominator, :math:`\beta_{i,t} = e^{E_{i,t}} / (\sum_{j \in s}
+    e^{E_{j,t}} + \text{pad\_count}_s)`, and nothing to the sum. Off by
+    default: attention is per session.
+
     Args:
         channels (int): Feature size :math:`d`.
         chunk_size (int, optional): Targets (or candidates) per chunk. If
@@ -263,7 +294,7 @@ class TargetAttention(Aggregation):
         - **input:** position features :math:`(N, d)`, ``index`` :math:`(N)`
           or ``ptr`` :math:`(B + 1)`, keyword ``target`` :math:`(T, d)`,
           optional ``value`` :math:`(T, d)`, optional ``candidates``
-          :math:`(B, C)`
+          :math:`(B, C)`, optional ``pad_count`` :math:`(B)`
         - **output:** :math:`(B, T)`, or :math:`(B, C)` with ``candidates``
     """
 
@@ -291,7 +322,8 @@ class TargetAttention(Aggregation):
     def _check(self, x: Tensor, index: Optional[Tensor], ptr: Optional[Tensor],
                dim_size: Optional[int], target: Optional[Tensor],
                value: Optional[Tensor], candidates: Optional[Tensor],
-               dim: int = -2) -> Tuple[Tensor, int, Tensor, Tensor]:
+               dim: int = -2, pad_count: Optional[Tensor] = None
+               ) -> Tuple[Tensor, int, Tensor, Tensor]:
         if x.dim() != 2 or x.size(-1) != self.channels:
             raise ValueError(f"x must have shape [num_positions, {self.channels}], "
                              f"got {list(x.shape)}")
@@ -319,19 +351,22 @@ class TargetAttention(Aggregation):
                                  f"[{dim_size}, C] (row indices into target per "
                                  f"session), got {candidates.dtype} "
                                  f"{list(candidates.shape)}")
+        if pad_count is not None:
+            check_pad_count(pad_count, dim_size)
         return index, dim_size, target, value
 
     def forward(self, x: Tensor, index: Optional[Tensor] = None,
                 ptr: Optional[Tensor] = None, dim_size: Optional[int] = None,
                 dim: int = -2, target: Optional[Tensor] = None,
                 value: Optional[Tensor] = None,
-                candidates: Optional[Tensor] = None) -> Tensor:
+                candidates: Optional[Tensor] = None,
+                pad_count: Optional[Tensor] = None) -> Tensor:
         r"""Return :math:`o_{s,t}` as ``[B, T]`` (``[B, C]`` with candidates)."""
         index, dim_size, target, value = self._check(x, index, ptr, dim_size, target,
-                                                     value, candidates, dim)
+                                                     value, candidates, dim, pad_count)
         return target_attention_scores(self.lin(x), x, target, value, index,
                                        dim_size, candidates, self.chunk_size,
-                                       self.method)
+                                       self.method, pad_count)
 
     def pool(self, x: Tensor, index: Optional[Tensor] = None,
              target: Optional[Tensor] = None, ptr: Optional[Tensor] = None,

@@ -55,6 +55,7 @@ def evaluate(
     """
     from ..data.batching import SessionLoader
     from ..metrics import TopKMetrics
+    from ..models.tagnn import padded_like_released
 
     if getattr(sequences, 'targets', None) is None:
         raise ValueError("evaluation needs sequences with targets (the next item of "
@@ -70,7 +71,8 @@ def evaluate(
     if isinstance(model, torch.nn.Module):
         model.eval()
     try:
-        with _progress(len(loader), desc, progress) as bar:
+        with padded_like_released(model, sequences), \
+                _progress(len(loader), desc, progress) as bar:
             for batch in loader:
                 scores = model(batch)
                 metrics.update(scores.float(), batch.y)

@@ -164,6 +164,7 @@ class Trainer:
             CheckpointError: when ``resume`` finds no compatible ``last.pt``.
         """
         from ..data.batching import SessionLoader
+        from ..models.tagnn import padded_like_released
 
         cfg = self.config
         if cfg.protocol == 'honest' and valid is None:
@@ -195,8 +196,9 @@ class Trainer:
                                    weighting=cfg.weighting, device=self.device,
                                    seed=cfg.seed)
             t_start = time.perf_counter()
-            while self.stop_reason is None and self.epoch < cfg.epochs:
-                self._run_epoch(loader, valid if cfg.protocol == 'honest' else test)
+            with padded_like_released(self.model, train):
+                while self.stop_reason is None and self.epoch < cfg.epochs:
+                    self._run_epoch(loader, valid if cfg.protocol == 'honest' else test)
             train_time = time.perf_counter() - t_start
             return self._finish(train, valid, test, train_time)
         finally:
