@@ -282,6 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--model-arg', type=_model_arg, action='append', default=[],
                    metavar='KEY=VALUE', help='extra model argument (JSON value), repeatable')
     p.add_argument('--tensorboard', action='store_true', default=None)
+    p.add_argument('--checkpoint-every', type=_positive_int, default=None, metavar='N',
+                   help='also write last.pt every N training batches (a run killed '
+                        'mid-epoch then resumes from there with --resume)')
     _add_protocol(p)
     _add_runtime(p)
     _add_common(p)
@@ -374,7 +377,7 @@ def _train_config(args: argparse.Namespace, base: Dict[str, Any]) -> Any:
         'max_valid': args.max_valid, 'max_test': args.max_test,
         'ks': tuple(args.ks) if args.ks else None, 'seed': args.seed,
         'device': args.device, 'num_threads': args.threads,
-        'tensorboard': args.tensorboard,
+        'tensorboard': args.tensorboard, 'checkpoint_every': args.checkpoint_every,
         'progress': False if args.no_progress else None,
     }
     merged = dict(base)
@@ -709,10 +712,26 @@ def _message(err: BaseException) -> str:
     return ' '.join(text.split())  # one line
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a record is emitted (not the
+    stream at creation), so that redirecting stderr later is honoured."""
+
+    def __init__(self) -> None:
+        logging.Handler.__init__(self)
+
+    @property
+    def stream(self) -> Any:  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
 def _configure_logging() -> None:
     log = logging.getLogger('tagnn_pyg')
     if not any(getattr(h, '_tagnn_cli', False) for h in log.handlers):
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter('%(message)s'))
         handler._tagnn_cli = True  # type: ignore[attr-defined]
         log.addHandler(handler)

@@ -36,11 +36,13 @@ def run_dir(data_dir, tmp_path_factory) -> Path:
 
 
 def _one_error_line(capsys, code: int, rc: int = 1) -> str:
+    """The one error line (the last line of stderr, after any log lines), no traceback."""
     assert code == rc
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1, err
-    assert err[0].startswith('tagnn-pyg: error: ')
-    return err[0]
+    errors = [line for line in err if line.startswith('tagnn-pyg: error: ')]
+    assert len(errors) == 1 and err[-1] == errors[0], err
+    assert not any(line.startswith('Traceback') for line in err), err
+    return errors[0]
 
 
 def test_train_writes_run(run_dir):
@@ -64,7 +66,9 @@ def test_train_resume_and_paper_protocol(data_dir, tmp_path, capsys):
     assert main(args) == 0
     assert "papers' protocol" in capsys.readouterr().out
     args[args.index('--epochs') + 1] = '2'
-    assert main(args + ['--resume']) == 0
+    assert main(args + ['--resume', '--checkpoint-every', '3']) == 0  # may change
+    assert load_checkpoint(out / 'last.pt')['train_config']['checkpoint_every'] == 3
+    capsys.readouterr()
     metrics = json.loads((out / 'metrics.json').read_text())
     assert metrics['protocol'] == 'paper' and metrics['epochs_run'] == 2
     assert set(metrics['epoch_chosen']) == {'HR@20', 'MRR@20'}

@@ -227,6 +227,58 @@ def test_resume_ends_exactly_where_an_uninterrupted_run_ends(sessions, tmp_path,
         assert ck['step'] == last[0]['step']
 
 
+@pytest.mark.parametrize('step_at_start', [True, False])
+def test_mid_epoch_checkpoint_resumes_exactly(sessions, tmp_path, step_at_start):
+    """checkpoint_every=N writes last.pt every N batches; a run killed in the middle of an
+    epoch resumes from the last of them (not from the epoch start) and ends exactly where an
+    uninterrupted run ends: weights, per-epoch losses, test metrics, steps."""
+    every = 2
+    calls = []
+
+    def run(out, resume=False, hook=None, checkpoint_every=every):
+        cfg = _cfg(epochs=3, protocol='paper', lr_decay_step=1, lr_decay=0.5,
+                   scheduler_step_at_epoch_start=step_at_start,
+                   checkpoint_every=checkpoint_every)
+        sp = _splits(cfg, sessions)
+        model = _model(sessions, 'tagnnpp', hidden_channels=16, heads=2, dropout=0.3)
+        trainer = Trainer(model, cfg, out_dir=out, on_batch_end=hook)
+        return model, trainer.fit(sp.train, sp.valid, sp.test, resume=resume)
+
+    straight, r_straight = run(tmp_path / 'a', checkpoint_every=None)
+    n_batches = r_straight['history'][0]['steps']
+    assert n_batches > 2 * every + 1
+
+    def kill(epoch, batch):
+        calls.append((epoch, batch))
+        if epoch == 2 and batch == 2 * every:          # the 5th batch of epoch 2
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / 'b', hook=kill)
+    ckpt = load_checkpoint(tmp_path / 'b' / 'last.pt')
+    assert ckpt['epoch'] == 1 and ckpt['state']['partial']['batches'] == 2 * every
+    assert ckpt['step'] == n_batches + 2 * every
+    calls.clear()
+    killed, r_killed = run(tmp_path / 'b', resume=True,
+                           hook=lambda e, b: calls.append((e, b)))
+    assert calls[0] == (2, 2 * every)          # continued with the batch after the checkpoint
+    for k, v in straight.state_dict().items():
+        torch.testing.assert_close(killed.state_dict()[k], v, rtol=0, atol=1e-6)
+    assert r_killed['test'] == r_straight['test']
+    assert [h['train_loss'] for h in r_killed['history']] == pytest.approx(
+        [h['train_loss'] for h in r_straight['history']], abs=1e-9)
+    assert [h['lr'] for h in r_killed['history']] == [h['lr'] for h in r_straight['history']]
+    assert r_killed['history'][-1]['steps'] == r_straight['history'][-1]['steps']
+    # at the end of an epoch the ordinary checkpoint replaces the partial one
+    assert load_checkpoint(tmp_path / 'b' / 'last.pt')['state']['partial'] is None
+
+
+def test_checkpoint_every_must_be_positive():
+    with pytest.raises(ValueError, match='checkpoint_every must be a positive integer or '
+                                         'None, got 0'):
+        TrainConfig(checkpoint_every=0)
+
+
 def test_resume_refuses_changed_settings(sessions, tmp_path):
     cfg = _cfg(epochs=1)
     sp = _splits(cfg, sessions)

@@ -340,6 +340,7 @@ class SessionLoader:
             seed = int(torch.empty((), dtype=torch.int64).random_())
         self.seed = seed
         self.epoch = 0
+        self._start = 0   # batches of the next iteration to skip (set_epoch)
         # The flat storage lives on the target device (moved once); a copy of
         # the pointer stays on the CPU so that slicing batches needs no syncs.
         self._storage = sequences.to(self.device)
@@ -353,9 +354,17 @@ class SessionLoader:
         n, b = self.num_sessions, self.batch_size
         return n // b if self.drop_last else (n + b - 1) // b
 
-    def set_epoch(self, epoch: int) -> None:
-        """Set the epoch whose permutation the next iteration uses."""
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Set the epoch whose permutation the next iteration uses, and skip its
+        first ``start`` batches in that iteration (to resume an epoch in the
+        middle: the remaining batches are exactly those of an uninterrupted
+        iteration)."""
+        if isinstance(start, bool) or not isinstance(start, int) \
+                or not 0 <= start <= len(self):
+            raise ValueError(f"start must be a batch index in [0, {len(self)}], "
+                             f"got {start!r}")
         self.epoch = int(epoch)
+        self._start = start
 
     def permutation(self, epoch: Optional[int] = None) -> Tensor:
         """The session order of ``epoch`` (default: the current epoch)."""
@@ -380,7 +389,8 @@ class SessionLoader:
         items, ptr_cpu, targets = self._epoch_storage()
         ptr_list = ptr_cpu.tolist()
         on_device = items.device
-        for k in range(len(self)):
+        start, self._start = self._start, 0
+        for k in range(start, len(self)):
             lo, hi = k * self.batch_size, min((k + 1) * self.batch_size,
                                               self.num_sessions)
             a, b = ptr_list[lo], ptr_list[hi]

@@ -14,7 +14,7 @@ OPTIMIZERS = ('adam', )
 #: Training-config fields that may differ between a run and its resumption.
 RESUMABLE_CHANGES = frozenset({'epochs', 'device', 'progress', 'tensorboard',
                                'num_threads', 'check_every', 'eval_batch_size',
-                               'log_interval_s'})
+                               'log_interval_s', 'checkpoint_every'})
 
 
 # ------------------------------------------------------------------ configuration
@@ -76,6 +76,11 @@ class TrainConfig:
         log_interval_s (float): when no progress bar is shown (``progress=False``
             or stderr is not a terminal), log a progress line (batch, loss,
             throughput) at most this often during an epoch.
+        checkpoint_every (int, optional): also write ``last.pt`` after every
+            this many training batches, so that a run killed mid-epoch resumes
+            from that batch rather than from the epoch start (``None``: at the
+            end of each epoch only). The resumed run ends exactly where an
+            uninterrupted one ends.
     """
     epochs: int = 30
     batch_size: int = 100
@@ -109,6 +114,7 @@ class TrainConfig:
     tensorboard: bool = False
     check_every: int = 50
     log_interval_s: float = 60.0
+    checkpoint_every: Optional[int] = None
 
     def __post_init__(self) -> None:
         self.ks = tuple(int(k) for k in self.ks)
@@ -125,7 +131,7 @@ class TrainConfig:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         for name in ('eval_batch_size', 'patience', 'num_threads', 'max_train',
-                     'max_valid', 'max_test'):
+                     'max_valid', 'max_test', 'checkpoint_every'):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)
                                       or value < 1):

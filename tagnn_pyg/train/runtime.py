@@ -53,10 +53,10 @@ def _autocast(device: torch.device, enabled: bool) -> Any:
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
-def _progress(total: int, desc: str, enabled: bool) -> Any:
-    """A tqdm bar; with ``enabled`` it still hides itself when stderr is not a
-    terminal (logs of batch jobs stay clean)."""
+def _progress(total: int, desc: str, enabled: bool, initial: int = 0) -> Any:
+    """A tqdm bar (starting at ``initial``); with ``enabled`` it still hides
+    itself when stderr is not a terminal (logs of batch jobs stay clean)."""
     from tqdm.auto import tqdm
-    return tqdm(total=total, desc=desc, unit='batch', leave=False,
+    return tqdm(total=total, desc=desc, unit='batch', leave=False, initial=initial,
                 disable=None if enabled else True, dynamic_ncols=True)
 

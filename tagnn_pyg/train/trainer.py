@@ -127,6 +127,9 @@ class Trainer:
         self.bad_epochs = 0
         self.stop_reason: Optional[str] = None
         self._best_state: Optional[Dict[str, Tensor]] = None
+        # progress inside the current epoch, set by a mid-epoch checkpoint
+        # (resumed from) or by _run_epoch (written to one)
+        self._partial: Optional[Dict[str, Any]] = None
         self._tb: Any = None
         self._log_handler: Optional[logging.Handler] = None
 
@@ -209,24 +212,34 @@ class Trainer:
     def _run_epoch(self, loader: Any, eval_set: Any) -> None:
         cfg = self.config
         e = self.epoch  # 0-based index of the epoch being run
-        if cfg.step_at_epoch_start:
-            with warnings.catch_warnings():  # deliberate: the released order
-                warnings.filterwarnings('ignore', message='Detected call of `lr_scheduler')
-                self.scheduler.step()
+        partial, self._partial = self._partial, None
+        if partial is not None and int(partial['epoch']) != e:
+            partial = None
+        if partial is None:
+            if cfg.step_at_epoch_start:
+                with warnings.catch_warnings():  # deliberate: the released order
+                    warnings.filterwarnings('ignore',
+                                            message='Detected call of `lr_scheduler')
+                    self.scheduler.step()
+            torch.manual_seed(_epoch_seed(cfg.seed, e))
+        # (resuming mid-epoch: the scheduler was stepped and the RNGs are restored)
         lr = self.optimizer.param_groups[0]['lr']
-        torch.manual_seed(_epoch_seed(cfg.seed, e))
-        loader.set_epoch(e)
+        start = int(partial['batches']) if partial is not None else 0
+        loader.set_epoch(e, start=start)
         model = self.model
         model.train()
         on_cpu = self.device.type == 'cpu'
         check = 1 if on_cpu else cfg.check_every
-        loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
+        loss_sum = torch.full((), float(partial['loss_sum']) if partial else 0.0,
+                              device=self.device, dtype=torch.float64)
         bad_at = torch.full((), -1, device=self.device, dtype=torch.long)
-        seen = 0
-        t0 = last_log = time.perf_counter()
+        seen = int(partial['seen']) if partial else 0
+        t0 = last_log = time.perf_counter() - (float(partial['train_s']) if partial else 0.0)
         n_batches = len(loader)
-        with _progress(n_batches, f'epoch {e + 1}/{cfg.epochs}', cfg.progress) as bar:
-            for k, batch in enumerate(loader):
+        every = cfg.checkpoint_every
+        with _progress(n_batches, f'epoch {e + 1}/{cfg.epochs}', cfg.progress,
+                       initial=start) as bar:
+            for k, batch in enumerate(loader, start=start):
                 with _autocast(self.device, cfg.amp):
                     scores = model(batch)
                 loss = F.cross_entropy(scores[:, 1:].float(), batch.y - 1)
@@ -262,6 +275,11 @@ class Trainer:
                                     e + 1, cfg.epochs, k + 1, n_batches,
                                     float(loss_sum) / seen,
                                     f'{seen / max(now - t0, 1e-9):,.0f}')
+                if every is not None and (k + 1) % every == 0 and k + 1 < n_batches:
+                    if not on_cpu and int(bad_at) >= 0:
+                        self._non_finite(e, int(bad_at), n_batches, float('nan'))
+                    self._save_partial(e, k + 1, float(loss_sum), seen,
+                                       time.perf_counter() - t0)
                 if self.on_batch_end is not None:
                     self.on_batch_end(e + 1, k)
         train_loss = float(loss_sum) / max(seen, 1)
@@ -348,7 +366,7 @@ class Trainer:
 
     def _state(self) -> Dict[str, Any]:
         return {'bad_epochs': self.bad_epochs, 'stop_reason': self.stop_reason,
-                'best_per_metric': self.best_per_metric}
+                'best_per_metric': self.best_per_metric, 'partial': self._partial}
 
     def _ckpt_kwargs(self) -> Dict[str, Any]:
         return dict(model=self.model, model_name=self.model_name, num_items=self.num_items,
@@ -373,6 +391,21 @@ class Trainer:
         current_is_best = self.best is not None and self.best['epoch'] == self.epoch
         save_checkpoint(self.last_path, **self._ckpt_kwargs(),
                         best_state_dict=None if current_is_best else self._best_state)
+
+    def _save_partial(self, e: int, batches: int, loss_sum: float, seen: int,
+                      train_s: float) -> None:
+        """Write ``last.pt`` in the middle of epoch ``e`` (0-based) after
+        ``batches`` batches: weights, optimizer, RNGs and the epoch's running
+        loss, so that :meth:`_resume` continues with batch ``batches``."""
+        if self.out_dir is None:
+            return
+        self._partial = {'epoch': e, 'batches': batches, 'loss_sum': loss_sum,
+                         'seen': seen, 'train_s': train_s}
+        try:
+            save_checkpoint(self.last_path, **self._ckpt_kwargs(),
+                            best_state_dict=self._best_state)
+        finally:
+            self._partial = None
 
     def _resume(self) -> None:
         path = self.last_path
@@ -416,6 +449,7 @@ class Trainer:
         state = ckpt.get('state') or {}
         self.bad_epochs = int(state.get('bad_epochs', 0))
         self.best_per_metric = dict(state.get('best_per_metric') or {})
+        self._partial = state.get('partial')
         reason = state.get('stop_reason')
         # a run that ended at its epoch limit continues when the limit was raised
         self.stop_reason = None if reason == 'max_epochs' else reason
@@ -426,9 +460,10 @@ class Trainer:
             best_state = ckpt['model']['state_dict']
         self._best_state = ({k: v.clone() for k, v in best_state.items()}
                             if best_state is not None else None)
-        logger.info('resumed from %s after epoch %d (step %d)%s', path, self.epoch,
-                    self.step, f'; already stopped ({self.stop_reason})'
-                    if self.stop_reason else '')
+        where = (f"in epoch {self.epoch + 1} after batch {self._partial['batches']}"
+                 if self._partial is not None else f"after epoch {self.epoch}")
+        logger.info('resumed from %s %s (step %d)%s', path, where, self.step,
+                    f'; already stopped ({self.stop_reason})' if self.stop_reason else '')
 
     # -- end of training -----------------------------------------------------
 
