@@ -28,7 +28,8 @@ One JSON per run is written to ``benchmarks/results/reproduce/`` (small,
 committed); checkpoints and logs go to ``--runs-dir`` (default ``runs/reproduce``,
 git-ignored). Resumable: a run whose JSON exists is read back, not repeated
 (unless ``--force``); an interrupted run resumes from its ``last.pt`` (end of
-the last finished epoch; the Trainer replays the rest exactly).
+the last finished epoch, or with ``--checkpoint-every N`` the last N-th batch;
+the Trainer replays the rest exactly).
 
 ``--epochs N`` and ``--max-train`` / ``--max-test`` make *limited* runs (smoke
 tests, the one-epoch faithfulness check): they get their own file names and a
@@ -302,6 +303,8 @@ def train_config(spec: RunSpec, preset: Any, args: argparse.Namespace) -> Any:
         overrides['eval_batch_size'] = args.eval_batch_size
     if args.amp:
         overrides['amp'] = True
+    if args.checkpoint_every is not None:
+        overrides['checkpoint_every'] = args.checkpoint_every
     return TrainConfig.from_preset(preset, **overrides)
 
 
@@ -422,6 +425,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--max-valid', type=int, default=None, help='cap validation sequences')
     p.add_argument('--eval-batch-size', type=int, default=None)
     p.add_argument('--amp', action='store_true', help='bfloat16 autocast in training')
+    p.add_argument('--checkpoint-every', type=int, default=None, metavar='N',
+                   help='also checkpoint every N training batches, so that an interrupted '
+                        'run resumes mid-epoch (useful for CPU epochs of ~40 minutes)')
     p.add_argument('--runs-dir', type=Path, default=DEFAULT_RUNS_DIR,
                    help='checkpoints and logs (git-ignored; default runs/reproduce)')
     p.add_argument('--results-dir', type=Path, default=RESULTS_DIR,
@@ -449,7 +455,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return 1
         return 0
     for name in ('epochs', 'max_train', 'max_test', 'max_valid', 'threads',
-                 'eval_batch_size'):
+                 'eval_batch_size', 'checkpoint_every'):
         value = getattr(args, name)
         if value is not None and value < 1:
             print(f'error: --{name.replace("_", "-")} must be a positive integer, got '
