@@ -35,7 +35,7 @@ import torch
 from torch_geometric.loader import DataLoader
 
 from tagnn_pyg.data import Diginetica, SessionData, SessionLoader, build_session_batch
-from tagnn_pyg.data.srgnn_format import read_srgnn_folder
+from tagnn_pyg.data.loading import load_session_data
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -91,7 +91,7 @@ def main(argv: List[str] = None) -> Dict[str, Any]:
 
     load0 = os.getloadavg()
     t = time.perf_counter()
-    data = read_srgnn_folder(args.root)
+    data = load_session_data(args.root)
     read_s = time.perf_counter() - t
     train = data.train
     n = len(train)

@@ -212,22 +212,18 @@ _DATA_CACHE: Dict[str, Any] = {}
 
 
 def load_data(root: Path, dataset: str) -> Any:
-    r"""The SR-GNN folder ``root/dataset`` (cached per process).
+    r"""Built-in data set ``dataset`` under ``root`` through the library's loader
+    (:func:`tagnn_pyg.data.loading.load_session_data`), cached per process.
 
     Raises:
         FileNotFoundError: naming the folder and the expected files.
     """
     if dataset not in _DATA_CACHE:
-        from tagnn_pyg.data.srgnn_format import read_srgnn_folder
-        folder = root / dataset
-        if not folder.is_dir():
-            raise FileNotFoundError(f"data set folder {folder} not found: expected an "
-                                    f"SR-GNN folder (all_train_seq.txt, test.txt) there; "
-                                    f"set --data-root")
+        from tagnn_pyg.data.loading import load_session_data
         t0 = time.perf_counter()
-        _DATA_CACHE[dataset] = read_srgnn_folder(folder)
-        logger.info('loaded %s in %.1fs: %s', folder, time.perf_counter() - t0,
-                    _DATA_CACHE[dataset])
+        _DATA_CACHE[dataset] = load_session_data(dataset, root=root)
+        logger.info('loaded %s in %.1fs: %s', _DATA_CACHE[dataset].source,
+                    time.perf_counter() - t0, _DATA_CACHE[dataset])
     return _DATA_CACHE[dataset]
 
 

@@ -21,7 +21,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from tagnn_pyg.data import read_srgnn_folder
+from tagnn_pyg.data.loading import load_session_data
 from tagnn_pyg.models import MODELS
 from tagnn_pyg.presets import get_preset
 from tagnn_pyg.train import TrainConfig, Trainer, make_splits
@@ -53,7 +53,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         from tagnn_pyg.data.preprocess import prepare
         stats = prepare('diginetica', args.raw, folder)
         print('prepared:', json.dumps(stats))
-    data = read_srgnn_folder(folder)
+    data = load_session_data(folder)
     print(data)
 
     preset = get_preset(args.preset or {'tagnnpp': 'tagnnpp-paper-diginetica'}.get(

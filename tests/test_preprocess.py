@@ -5,7 +5,6 @@ DIGINETICA is checked against an independent port of the released SR-GNN
 on perturbed copies of it; YOOCHOOSE and the generic CSV reader against small
 hand-made files whose expected output is worked out by hand in the comments.
 """
-import argparse
 import calendar
 import csv
 import json
@@ -16,8 +15,9 @@ import time
 import pytest
 
 from conftest import require_shared
-from tagnn_pyg.data.preprocess import (add_prepare_arguments, make_time_parser, prepare,
-                                       run_prepare)
+from tagnn_pyg.cli import main
+from tagnn_pyg.cli.prepare import KINDS as CLI_KINDS
+from tagnn_pyg.data.preprocess import KINDS, make_time_parser, prepare
 
 from released import process_seqs
 
@@ -412,24 +412,22 @@ def test_malformed_headers_and_rows(tmp_path):
 
 
 # ------------------------------------------------------------------------ cli
-def _parse(argv):
-    parser = argparse.ArgumentParser()
-    add_prepare_arguments(parser)
-    return parser.parse_args(argv)
-
-
 def test_cli_prepare(tmp_path, capsys):
     raw = _write(tmp_path / 'log.csv', CSV_ROWS)
     out = tmp_path / 'out'
-    args = _parse(['csv', str(raw), str(out), '--delimiter', ';', '--session-column', 'sid',
-                   '--item-column', 'product', '--time-column', 'ts', '--time-format',
-                   'unix', '--test-days', '1', '--min-item-support', '1'])
-    assert run_prepare(args) == 0
+    assert main(['prepare', 'csv', str(raw), str(out), '--delimiter', ';',
+                 '--session-column', 'sid', '--item-column', 'product', '--time-column',
+                 'ts', '--time-format', 'unix', '--test-days', '1',
+                 '--min-item-support', '1']) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed['train_sequences'] == 3 and printed['num_items'] == 3
     assert json.loads((out / 'stats.json').read_text())['test_sequences'] == 1
     # errors: one line, exit status 1, no traceback
-    assert run_prepare(_parse(['csv', str(raw), str(out)])) == 1
+    assert main(['prepare', 'csv', str(raw), str(out)]) == 1
     assert "no session column 'session_id'" in capsys.readouterr().err
-    assert run_prepare(_parse(['diginetica', str(raw), str(out), '--delimiter', ','])) == 1
+    assert main(['prepare', 'diginetica', str(raw), str(out), '--delimiter', ',']) == 1
     assert "apply to 'csv' only" in capsys.readouterr().err
+
+
+def test_cli_kinds_are_the_preprocessing_kinds():
+    assert CLI_KINDS == KINDS

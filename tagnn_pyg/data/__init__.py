@@ -7,6 +7,7 @@ from .batching import build_session_batch, SessionLoader
 from .split import temporal_session_split, random_prefix_split
 from .synthetic import make_synthetic_sessions
 from .datasets import SessionDataset, Diginetica, Yoochoose, SyntheticSessions
+from .loading import LoadedData, load_session_data
 
 __all__ = [
     'SessionData',
@@ -26,4 +27,6 @@ __all__ = [
     'Diginetica',
     'Yoochoose',
     'SyntheticSessions',
+    'LoadedData',
+    'load_session_data',
 ]

@@ -36,7 +36,6 @@ Dates are read as UTC (the released script uses local time via
 """
 from __future__ import annotations
 
-import argparse
 import calendar
 import csv
 import datetime as _dt
@@ -648,92 +647,5 @@ def prepare(kind: str, raw_file: PathLike, out_dir: PathLike, **options: Any
     return stats
 
 
-def add_prepare_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    r"""Add the arguments of ``tagnn-pyg prepare`` to ``parser``.
-
-    Args:
-        parser (argparse.ArgumentParser): the (sub)command's parser.
-
-    Returns:
-        argparse.ArgumentParser: ``parser``.
-    """
-    parser.add_argument('kind', choices=KINDS, help='raw format: DIGINETICA '
-                        'train-item-views.csv, YOOCHOOSE yoochoose-clicks.dat, or a '
-                        'generic CSV with a header')
-    parser.add_argument('raw_file', help='the raw click log (.gz allowed)')
-    parser.add_argument('out_dir', help='output folder for the SR-GNN files + stats.json')
-    g = parser.add_argument_group('protocol (defaults: the released SR-GNN script)')
-    g.add_argument('--test-days', type=float, default=None,
-                   help='test window before the latest date (diginetica/csv 7, '
-                        'yoochoose 1)')
-    g.add_argument('--min-item-support', type=int, default=None,
-                   help='drop items seen fewer times (5)')
-    g.add_argument('--min-session-length', type=int, default=None,
-                   help='drop sessions with fewer clicks (2)')
-    g.add_argument('--fraction', type=int, default=None,
-                   help='keep the most recent 1/FRACTION of the training sequences '
-                        'as the released script (yoochoose 64, e.g. 4; others 1)')
-    c = parser.add_argument_group('generic csv')
-    c.add_argument('--delimiter', default=None, help="field separator (',')")
-    c.add_argument('--session-column', default=None, help="session id column ('session_id')")
-    c.add_argument('--item-column', default=None, help="item id column ('item_id')")
-    c.add_argument('--time-column', default=None, help="time column ('timestamp')")
-    c.add_argument('--time-format', default=None,
-                   help="'iso' (default), 'unix', 'unix_ms' or a strptime pattern")
-    c.add_argument('--no-sort', dest='sort_within_session', action='store_false',
-                   default=None, help='keep file order of clicks within a session')
-    return parser
-
-
-def run_prepare(args: argparse.Namespace) -> int:
-    r"""Run ``tagnn-pyg prepare`` from parsed arguments (see
-    :func:`add_prepare_arguments`); prints ``stats.json`` or one error line.
-
-    Args:
-        args (argparse.Namespace): the parsed arguments.
-
-    Returns:
-        int: exit status (0 ok, 1 on a bad input file or option).
-    """
-    import sys
-    opts: Dict[str, Any] = {k: getattr(args, k, None) for k in
-                            ('test_days', 'min_item_support', 'min_session_length',
-                             'fraction')}
-    csv_keys = ('delimiter', 'session_column', 'item_column', 'time_column',
-                'time_format', 'sort_within_session')
-    given_csv = {k: getattr(args, k, None) for k in csv_keys}
-    if args.kind == 'csv':
-        opts.update(given_csv)
-    else:
-        extra = [k for k, v in given_csv.items() if v is not None]
-        if extra:
-            print(f"error: options {['--' + k.replace('_', '-') for k in extra]} apply "
-                  f"to 'csv' only", file=sys.stderr)
-            return 1
-    try:
-        stats = prepare(args.kind, args.raw_file, args.out_dir, **opts)
-    except (ValueError, FileNotFoundError, TypeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    print(json.dumps(stats, indent=2))
-    print(f"wrote {args.out_dir}: all_train_seq.txt, train.txt, test.txt, stats.json, "
-          f"item_ids.json",
-          file=sys.stderr)
-    return 0
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``python -m tagnn_pyg.data.preprocess KIND RAW_FILE OUT_DIR [options]``."""
-    parser = argparse.ArgumentParser(prog='tagnn-pyg prepare',
-                                     description='raw click log -> SR-GNN format')
-    add_prepare_arguments(parser)
-    return run_prepare(parser.parse_args(argv))
-
-
-if __name__ == '__main__':  # pragma: no cover
-    raise SystemExit(main())
-
-
 __all__ = ['prepare', 'srgnn_protocol', 'read_diginetica', 'read_yoochoose',
-           'read_csv_sessions', 'make_time_parser', 'RawSessions', 'ProtocolResult',
-           'add_prepare_arguments', 'run_prepare']
+           'read_csv_sessions', 'make_time_parser', 'RawSessions', 'ProtocolResult']

@@ -27,26 +27,40 @@ Every run directory gets ``best.pt``, ``last.pt`` (atomic, each epoch),
 ``last.pt`` continues exactly where the run stopped.
 
 The package holds one module per job: :mod:`.config` (``TrainConfig``),
-:mod:`.splits` (``make_splits``), :mod:`.evaluate`, :mod:`.runtime` (devices,
+:mod:`.splits` (``make_splits``), :mod:`.evaluation`, :mod:`.runtime` (devices,
 seeds, determinism) and :mod:`.trainer` (the loop, checkpoints, logs).
 """
-from .config import PROTOCOLS, TrainConfig, describe_protocol, describe_schedule
-from .evaluate import evaluate
-from .runtime import resolve_device, seed_everything, set_deterministic
-from .splits import Splits, make_splits
-from .trainer import NonFiniteLossError, Trainer
+from typing import Any
 
-__all__ = [
-    'PROTOCOLS',
-    'TrainConfig',
-    'Trainer',
-    'Splits',
-    'make_splits',
-    'evaluate',
-    'NonFiniteLossError',
-    'describe_protocol',
-    'describe_schedule',
-    'resolve_device',
-    'seed_everything',
-    'set_deterministic',
-]
+# Lazy (PEP 562): ``tagnn_pyg.train.config`` is torch-free and imported by the
+# command line for ``--help``; the loop and the evaluation import torch only
+# when one of their names is used.
+_EXPORTS = {
+    'PROTOCOLS': 'config',
+    'TrainConfig': 'config',
+    'describe_protocol': 'config',
+    'describe_schedule': 'config',
+    'evaluate': 'evaluation',
+    'resolve_device': 'runtime',
+    'seed_everything': 'runtime',
+    'set_deterministic': 'runtime',
+    'Splits': 'splits',
+    'make_splits': 'splits',
+    'NonFiniteLossError': 'trainer',
+    'Trainer': 'trainer',
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        import importlib
+        value = getattr(importlib.import_module(f'.{_EXPORTS[name]}', __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list:
+    return sorted(set(globals()) | set(__all__))

@@ -10,6 +10,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 PROTOCOLS = ('honest', 'paper')
 VALID_SPLITS = ('temporal', 'random')
 OPTIMIZERS = ('adam', )
+WEIGHTINGS = ('binary', 'count')
 
 #: Training-config fields that may differ between a run and its resumption.
 RESUMABLE_CHANGES = frozenset({'epochs', 'device', 'progress', 'tensorboard',
@@ -34,7 +35,7 @@ class TrainConfig:
         epochs (int): maximum number of epochs.
         batch_size (int): training sequences per batch.
         eval_batch_size (int, optional): sequences per evaluation batch
-            (default: ``batch_size``).
+            (``None``: ``batch_size``).
         optimizer (str): ``'adam'`` (``weight_decay`` as Adam's L2 term, as released).
         lr (float): initial learning rate.
         weight_decay (float): L2 penalty.
@@ -47,7 +48,9 @@ class TrainConfig:
             protocol's default: ``True`` for ``'paper'``, ``False`` for ``'honest'``.
         patience (int, optional): early stopping patience in epochs. ``None``:
             10 for ``'paper'`` (released), 3 for ``'honest'``.
-        protocol (str): ``'honest'`` or ``'paper'`` (module docstring).
+        protocol (str): ``'honest'`` (epoch chosen on validation data, test
+            set evaluated once) or ``'paper'`` (the released code's: test set
+            every epoch, best HR@20 and best MRR@20 reported separately).
         valid (str): how validation data is held out under the honest protocol:
             ``'temporal'`` (most recent ``valid_fraction`` of the training
             *sessions*) or ``'random'`` (released ``--validation``: a random
@@ -55,8 +58,10 @@ class TrainConfig:
         valid_fraction (float): share of training data held out.
         select_metric (str): the validation metric that picks the epoch.
         agc (bool): adaptive gradient clipping (:class:`tagnn_pyg.optim.AGC`).
-        agc_clipping (float), agc_eps (float), agc_exempt_embedding (bool): its
-            :math:`\lambda`, :math:`\epsilon` and whether the item table is exempt.
+        agc_clipping (float): AGC's clipping threshold :math:`\lambda`.
+        agc_eps (float): AGC's :math:`\epsilon` (the smallest weight norm).
+        agc_exempt_embedding (bool): exempt the item table (also the output
+            layer) from AGC.
         amp (bool): bfloat16 autocast for the training forward pass
             (evaluation always ranks float32 scores).
         device (str): ``'auto'`` (CUDA when available), ``'cpu'``, ``'cuda'``, ...
@@ -124,8 +129,8 @@ class TrainConfig:
             raise ValueError(f"valid must be one of {VALID_SPLITS}, got {self.valid!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
-        if self.weighting not in ('binary', 'count'):
-            raise ValueError(f"weighting must be 'binary' or 'count', got {self.weighting!r}")
+        if self.weighting not in WEIGHTINGS:
+            raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {self.weighting!r}")
         for name in ('epochs', 'batch_size', 'lr_decay_step', 'check_every'):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -22,7 +22,7 @@ from ..checkpoint import (CheckpointError, load_checkpoint, save_checkpoint,
                           set_rng_state)
 from ..optim import AGC, make_adam
 from .config import RESUMABLE_CHANGES, TrainConfig, describe_protocol, describe_schedule
-from .evaluate import evaluate
+from .evaluation import evaluate
 from .runtime import (_autocast, _epoch_seed, _progress, resolve_device, seed_everything,
                       set_deterministic)
 

@@ -1,0 +1,68 @@
+r"""``tagnn-pyg baseline``: POP, S-POP or Item-KNN under the protocol of ``train``."""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any, Dict
+
+from .common import add_data, add_debug, load_data, write_json
+from .config_options import add_config_arguments, config_overrides
+
+BASELINE_NAMES = ('pop', 'spop', 'itemknn')
+#: The TrainConfig fields that apply to a baseline (data splits and metrics).
+SPLIT_FIELDS = ('protocol', 'valid', 'valid_fraction', 'max_train', 'max_valid',
+                'max_test', 'ks', 'seed', 'progress')
+
+
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    from ..train.config import PROTOCOLS, TrainConfig, VALID_SPLITS
+
+    p = sub.add_parser('baseline', help='POP, S-POP or Item-KNN with the same protocol',
+                       description='Fit a non-neural baseline and report the same '
+                       'metrics under the same protocol as train.')
+    add_data(p)
+    p.add_argument('--method', required=True, choices=BASELINE_NAMES,
+                   help='pop (global popularity), spop (session popularity), itemknn '
+                        '(cosine item-to-item)')
+    p.add_argument('--out', default=None, metavar='DIR', help='writes DIR/metrics.json')
+    names = add_config_arguments(p, TrainConfig, include=SPLIT_FIELDS,
+                                 choices={'protocol': PROTOCOLS, 'valid': VALID_SPLITS},
+                                 title='protocol and metrics')
+    add_debug(p)
+    p.set_defaults(run=run, _config_fields=names)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    r"""``tagnn-pyg baseline``."""
+    from ..baselines import BASELINES
+    from ..train import TrainConfig, describe_protocol, evaluate, make_splits
+
+    cfg = TrainConfig(**config_overrides(args, args._config_fields))
+    data = load_data(args.data, args.root)
+    splits = make_splits(cfg, train=data.train, test=data.test,
+                         train_sessions=data.train_sessions)
+    fit_on = splits.train_sessions if splits.train_sessions is not None else splits.train
+    t0 = time.perf_counter()
+    method = BASELINES[args.method]().fit(fit_on, data.num_items)
+    fit_time = time.perf_counter() - t0
+    result: Dict[str, Any] = {
+        'method': args.method, 'data': data.name, 'protocol': cfg.protocol,
+        'protocol_description': (describe_protocol(cfg) if cfg.protocol == 'honest' else
+                                 "papers' protocol: fitted on all training sessions, "
+                                 "evaluated on the test set (no epochs to select)"),
+        'fitted_on': ('whole training sessions' if splits.train_sessions is not None
+                      else 'training sequences'),
+        'sizes': splits.sizes(), 'split_notes': splits.notes,
+        'fit_time_s': round(fit_time, 3)}
+    if splits.valid is not None:
+        result['valid'] = evaluate(method, splits.valid, ks=cfg.ks,
+                                   progress=cfg.progress, desc='valid')
+    result['test'] = evaluate(method, splits.test, ks=cfg.ks, progress=cfg.progress,
+                              desc='test')
+    if args.out:
+        write_json(Path(args.out) / 'metrics.json', result)
+    print(json.dumps(result, indent=2))
+    return 0

@@ -1,0 +1,91 @@
+r"""``tagnn-pyg evaluate``: full-ranking HR/MRR/NDCG@K of a checkpoint."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any, Tuple
+
+from .common import (UserError, add_data, add_debug, add_runtime, check_items_fit,
+                     int_list, load_data, positive_int, setup_threads, write_json)
+
+logger = logging.getLogger('tagnn_pyg.cli')
+
+
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    p = sub.add_parser('evaluate', help='evaluate a checkpoint on a data set',
+                       description='Full-ranking HR/MRR/NDCG@K of a checkpoint; prints '
+                       'JSON and writes it to --out (default: next to the checkpoint).')
+    p.add_argument('--checkpoint', required=True, metavar='CKPT',
+                   help='best.pt or last.pt of a run')
+    add_data(p)
+    p.add_argument('--split', choices=('test', 'valid'), default='test',
+                   help="'valid' rebuilds the run's validation split (default: test)")
+    p.add_argument('--max-test', type=positive_int, default=None, metavar='N',
+                   help='evaluate the first N test sequences only (default: all)')
+    p.add_argument('--batch-size', type=positive_int, default=100, metavar='N',
+                   help='sequences per batch (default: 100)')
+    p.add_argument('--ks', type=int_list, default=None, metavar='K,K,...',
+                   help="cut-offs (default: the run's, usually 5,10,20)")
+    p.add_argument('--out', default=None, metavar='FILE',
+                   help='metrics JSON file (default: evaluate-*.json beside CKPT)')
+    add_runtime(p)
+    add_debug(p)
+    p.set_defaults(run=run)
+    return p
+
+
+def load_model(path: str, device: str) -> Tuple[Any, Any, Any]:
+    r"""(checkpoint dict, model in eval mode on ``device``, the device)."""
+    from ..checkpoint import build_model, load_checkpoint
+    from ..train import resolve_device
+
+    ckpt = load_checkpoint(path)
+    dev = resolve_device(device)
+    model = build_model(ckpt, path, device=dev)
+    model.eval()
+    return ckpt, model, dev
+
+
+def _safe_name(name: str) -> str:
+    return ''.join(c if c.isalnum() or c in '-_' else '_' for c in Path(name).name) or 'data'
+
+
+def run(args: argparse.Namespace) -> int:
+    r"""``tagnn-pyg evaluate``."""
+    from ..train import TrainConfig, evaluate, make_splits
+
+    setup_threads(args.threads)
+    ckpt, model, dev = load_model(args.checkpoint, args.device)
+    data = load_data(args.data, args.root)
+    check_items_fit(data, int(ckpt['num_items']), args.checkpoint, ckpt.get('item_ids'))
+    saved = TrainConfig.from_dict(ckpt['train_config'])
+    ks = tuple(args.ks) if args.ks else saved.ks
+    if args.split == 'valid':
+        if saved.protocol != 'honest':
+            raise UserError(f"{args.checkpoint} was trained under the papers' protocol, "
+                            f"which has no validation split")
+        cfg = TrainConfig.from_dict(ckpt['train_config'], max_test=None)
+        seqs = make_splits(cfg, train=data.train, test=None,
+                           train_sessions=data.train_sessions).valid
+    else:
+        seqs = data.test
+        if args.max_test is not None and len(seqs) > args.max_test:
+            seqs = seqs[:args.max_test]
+    t0 = time.perf_counter()
+    metrics = evaluate(model, seqs, batch_size=args.batch_size, ks=ks, device=dev,
+                       weighting=saved.weighting, progress=not args.no_progress,
+                       desc=args.split)
+    result = {'checkpoint': str(args.checkpoint), 'model': ckpt['model']['name'],
+              'data': data.name, 'split': args.split, 'epoch': ckpt['epoch'],
+              'protocol': ckpt['protocol'], 'metrics': metrics,
+              'time_s': round(time.perf_counter() - t0, 3)}
+    ckpt_path = Path(args.checkpoint)
+    out = Path(args.out) if args.out else ckpt_path.with_name(
+        f'evaluate-{ckpt_path.stem}-{_safe_name(data.name)}-{args.split}.json')
+    write_json(out, result)
+    print(json.dumps(result, indent=2))
+    logger.info('metrics written to %s', out)
+    return 0
