@@ -33,7 +33,10 @@ Base presets: ``srgnn``, ``tagnn`` (the papers' settings: d 100, Adam 1e-3,
 x0.1 every 3 epochs, L2 1e-5, batch 100), ``tagnnpp-paper-diginetica``,
 ``tagnnpp-paper-yoochoose`` (TAGNN++ paper, section IV) and
 ``tagnnpp-released-diginetica``, ``tagnnpp-released-yoochoose`` (the defaults
-of the released ``train.py``).
+of the released ``train.py``, with the layer over the clicks in click order) and
+``tagnnpp-released-padded-diginetica``, ``tagnnpp-released-padded-yoochoose``
+(the same settings with the released computation emulated exactly:
+``released_padding=True``).
 
 Ablations (:data:`VARIANTS`) are overrides of a base preset of the same family;
 their full names are ``<variant>`` when the base preset is named after the
@@ -147,6 +150,22 @@ PRESETS: Dict[str, Preset] = {p.name: p for p in [
            _training(lr=1e-3, weight_decay=1e-5, batch_size=75, epochs=30, agc=True),
            'TAGNN++ released train.py (Yoochoose_arg): d 120, 2 heads, batch 75, '
            'Adam 1e-3, L2 1e-5, non-hybrid, released layer form; AGC on'),
+    Preset('tagnnpp-released-padded-diginetica', 'tagnnpp',
+           dict(hidden_channels=100, heads=2, dropout=0.1, num_steps=1,
+                layer='released', hybrid=False, positional=False,
+                released_padding=True),
+           _training(lr=1e-3, weight_decay=1e-5, batch_size=50, epochs=30, agc=True),
+           'TAGNN++ released code emulated exactly (SBR model.py: attention over the '
+           'padded id-sorted node list, softmaxes over padded slots), Diginetica_arg: '
+           'd 100, 2 heads, batch 50, Adam 1e-3, L2 1e-5, non-hybrid; AGC on'),
+    Preset('tagnnpp-released-padded-yoochoose', 'tagnnpp',
+           dict(hidden_channels=120, heads=2, dropout=0.1, num_steps=1,
+                layer='released', hybrid=False, positional=False,
+                released_padding=True),
+           _training(lr=1e-3, weight_decay=1e-5, batch_size=75, epochs=30, agc=True),
+           'TAGNN++ released code emulated exactly (SBR model.py: attention over the '
+           'padded id-sorted node list, softmaxes over padded slots), Yoochoose_arg: '
+           'd 120, 2 heads, batch 75, Adam 1e-3, L2 1e-5, non-hybrid; AGC on'),
 ]}
 
 VARIANTS: Dict[str, Variant] = {
