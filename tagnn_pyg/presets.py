@@ -150,23 +150,16 @@ PRESETS: Dict[str, Preset] = {p.name: p for p in [
            _training(lr=1e-3, weight_decay=1e-5, batch_size=75, epochs=30, agc=True),
            'TAGNN++ released train.py (Yoochoose_arg): d 120, 2 heads, batch 75, '
            'Adam 1e-3, L2 1e-5, non-hybrid, released layer form; AGC on'),
-    Preset('tagnnpp-released-padded-diginetica', 'tagnnpp',
-           dict(hidden_channels=100, heads=2, dropout=0.1, num_steps=1,
-                layer='released', hybrid=False, positional=False,
-                released_padding=True),
-           _training(lr=1e-3, weight_decay=1e-5, batch_size=50, epochs=30, agc=True),
-           'TAGNN++ released code emulated exactly (SBR model.py: attention over the '
-           'padded id-sorted node list, softmaxes over padded slots), Diginetica_arg: '
-           'd 100, 2 heads, batch 50, Adam 1e-3, L2 1e-5, non-hybrid; AGC on'),
-    Preset('tagnnpp-released-padded-yoochoose', 'tagnnpp',
-           dict(hidden_channels=120, heads=2, dropout=0.1, num_steps=1,
-                layer='released', hybrid=False, positional=False,
-                released_padding=True),
-           _training(lr=1e-3, weight_decay=1e-5, batch_size=75, epochs=30, agc=True),
-           'TAGNN++ released code emulated exactly (SBR model.py: attention over the '
-           'padded id-sorted node list, softmaxes over padded slots), Yoochoose_arg: '
-           'd 120, 2 heads, batch 75, Adam 1e-3, L2 1e-5, non-hybrid; AGC on'),
 ]}
+
+for _data in ('diginetica', 'yoochoose'):   # the released code exactly, same settings
+    _base = PRESETS[f'tagnnpp-released-{_data}']
+    PRESETS[f'tagnnpp-released-padded-{_data}'] = Preset(
+        f'tagnnpp-released-padded-{_data}', _base.model,
+        {**_base.model_kwargs, 'released_padding': True}, dict(_base.training),
+        _base.description.replace('released layer form', 'released computation emulated '
+                                  'exactly (attention over the padded id-sorted node list, '
+                                  'softmaxes over padded slots)'))
 
 VARIANTS: Dict[str, Variant] = {
     'srgnn-nonhybrid': Variant('srgnn', {'hybrid': False},

@@ -31,6 +31,7 @@ from tagnn_pyg.presets import get_preset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_reference_equivalence import PARAMETER_MAP as TAGNN_MAP  # noqa: E402
+from test_reference_equivalence import _reference_copy  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'benchmarks'))
 from reference_released import (  # noqa: E402
@@ -66,19 +67,7 @@ def _reference(model: TAGNNPlusPlus) -> ReleasedSessionGraph:
     """The dense released port holding ``model``'s weights (every parameter the released
     forward uses is set; ``linear_edge_f`` and ``linear_transform`` are unused, as released
     with ``nonhybrid=True``)."""
-    ref = ReleasedSessionGraph(model.num_items, D, kind='tagnnpp', nonhybrid=True,
-                               heads=HEADS).eval()
-    ref_params = dict(ref.named_parameters())
-    copied = set()
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            assert name in PARAMETER_MAP, f"no released counterpart for {name}"
-            ref_params[PARAMETER_MAP[name]].copy_(param)
-            copied.add(PARAMETER_MAP[name])
-    unused = {'gnn.linear_edge_f.weight', 'gnn.linear_edge_f.bias',
-              'linear_transform.weight', 'linear_transform.bias'}
-    assert set(ref_params) - copied == unused
-    return ref
+    return _reference_copy(model, 'tagnnpp', False, PARAMETER_MAP, HEADS).eval()
 
 
 def _compare(model: TAGNNPlusPlus, seqs: SessionSequences, rows: np.ndarray,
