@@ -532,6 +532,13 @@ def markdown(records: List[Dict[str, Any]], command: str) -> str:
     return '\n'.join(lines)
 
 
+def write_results(records: List[Dict[str, Any]], out: Path, tag: str, command: str) -> None:
+    """Write ``speed_<tag>.json`` / ``.md`` (speed-ups filled in where both rows exist)."""
+    add_ratios(records)
+    (out / f'speed_{tag}.json').write_text(json.dumps(records, indent=1) + '\n')
+    (out / f'speed_{tag}.md').write_text(markdown(records, command))
+
+
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -614,15 +621,14 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
                 rec = record(model, dataset, runner, result, bundle, device, args, command,
                              eval_count)
                 records.append(rec)
+                write_results(records, args.out, tag, command)   # kept if cut off later
                 print(f"  {model:8s} {impl:10s} {rec['ms_per_train_batch']:10.1f} ms/batch "
                       f"epoch {rec['epoch_s']:9.1f} s  peak {rec['peak_mem_mib']:8.1f} MiB  "
                       f"eval {rec['eval_s']:8.2f} s  loss {rec['mean_train_loss']:.3f}  "
                       f"({time.perf_counter() - t0:.0f} s)", flush=True)
         del bundle
         gc.collect()
-    add_ratios(records)
-    (args.out / f'speed_{tag}.json').write_text(json.dumps(records, indent=1) + '\n')
-    (args.out / f'speed_{tag}.md').write_text(markdown(records, command))
+    write_results(records, args.out, tag, command)
     print(markdown(records, command))
     print(f"total {time.perf_counter() - t_start:.0f} s; wrote {args.out}/speed_{tag}.json/.md")
     return records

@@ -31,6 +31,7 @@ executed on load). Its keys:
 """
 from __future__ import annotations
 
+import inspect
 import os
 import pickle
 import random
@@ -254,6 +255,24 @@ def check_checkpoint(ckpt: Any, path: PathLike = '<checkpoint>') -> None:
                               f"config and state_dict")
 
 
+def config_with_defaults(model_cls: type, config: Mapping[str, Any],
+                         keys: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+    """``config`` completed with the constructor defaults of ``model_cls`` for the
+    ``keys`` it lacks (default: every constructor argument with a default).
+
+    A checkpoint written before a model option existed has no entry for it, and
+    the model it describes is the one built with that option's default (which is
+    also what :func:`build_model` builds from it).
+    """
+    out = dict(config)
+    for name, param in inspect.signature(model_cls.__init__).parameters.items():
+        if name in out or param.default is inspect.Parameter.empty:
+            continue
+        if keys is None or name in keys:
+            out[name] = param.default
+    return out
+
+
 def build_model(ckpt: Mapping[str, Any], path: PathLike = '<checkpoint>',
                 device: Union[str, torch.device, None] = None) -> torch.nn.Module:
     """Rebuild the model stored in a checkpoint and load its weights.
@@ -300,4 +319,5 @@ __all__ = [
     'load_checkpoint',
     'check_checkpoint',
     'build_model',
+    'config_with_defaults',
 ]

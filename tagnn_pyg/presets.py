@@ -33,7 +33,10 @@ Base presets: ``srgnn``, ``tagnn`` (the papers' settings: d 100, Adam 1e-3,
 x0.1 every 3 epochs, L2 1e-5, batch 100), ``tagnnpp-paper-diginetica``,
 ``tagnnpp-paper-yoochoose`` (TAGNN++ paper, section IV) and
 ``tagnnpp-released-diginetica``, ``tagnnpp-released-yoochoose`` (the defaults
-of the released ``train.py``).
+of the released ``train.py``, with the layer over the clicks in click order) and
+``tagnnpp-released-padded-diginetica``, ``tagnnpp-released-padded-yoochoose``
+(the same settings with the released computation emulated exactly:
+``released_padding=True``).
 
 Ablations (:data:`VARIANTS`) are overrides of a base preset of the same family;
 their full names are ``<variant>`` when the base preset is named after the
@@ -148,6 +151,15 @@ PRESETS: Dict[str, Preset] = {p.name: p for p in [
            'TAGNN++ released train.py (Yoochoose_arg): d 120, 2 heads, batch 75, '
            'Adam 1e-3, L2 1e-5, non-hybrid, released layer form; AGC on'),
 ]}
+
+for _data in ('diginetica', 'yoochoose'):   # the released code exactly, same settings
+    _base = PRESETS[f'tagnnpp-released-{_data}']
+    PRESETS[f'tagnnpp-released-padded-{_data}'] = Preset(
+        f'tagnnpp-released-padded-{_data}', _base.model,
+        {**_base.model_kwargs, 'released_padding': True}, dict(_base.training),
+        _base.description.replace('released layer form', 'released computation emulated '
+                                  'exactly (attention over the padded id-sorted node list, '
+                                  'softmaxes over padded slots)'))
 
 VARIANTS: Dict[str, Variant] = {
     'srgnn-nonhybrid': Variant('srgnn', {'hybrid': False},

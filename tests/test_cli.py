@@ -126,6 +126,31 @@ def test_recommend_unknown_ids(run_dir, capsys):
     assert 'nothing is left' in line
 
 
+def test_recommend_with_released_padding_needs_the_pad_length(tmp_path, capsys):
+    from tagnn_pyg.checkpoint import save_checkpoint
+    from tagnn_pyg.data.batching import build_session_batch
+    from tagnn_pyg.models import TAGNN
+    torch.manual_seed(0)
+    model = TAGNN(30, 8, released_padding=True)
+    ckpt = str(save_checkpoint(tmp_path / 'padded.pt', model=model, model_name='tagnn',
+                               num_items=30, train_config={'weighting': 'binary'}))
+    line = _one_error_line(capsys, main(['recommend', '--checkpoint', ckpt, '--items',
+                                         '3,7']))
+    assert 'released_padding=True): pass --pad-length L' in line
+    assert main(['recommend', '--checkpoint', ckpt, '--items', '3,7', '-k', '3',
+                 '--pad-length', '6']) == 0
+    got = [r['item'] for r in json.loads(capsys.readouterr().out)['recommendations']]
+    model.eval().pad_length = 6
+    with torch.no_grad():
+        z = model(build_session_batch(torch.tensor([3, 7]), torch.tensor([0, 2])))[0]
+    assert got == z.topk(3).indices.tolist()
+    plain = str(save_checkpoint(tmp_path / 'plain.pt', model=TAGNN(30, 8), model_name='tagnn',
+                                num_items=30, train_config={'weighting': 'binary'}))
+    line = _one_error_line(capsys, main(['recommend', '--checkpoint', plain, '--items', '3',
+                                         '--pad-length', '6']))
+    assert '--pad-length applies only to models with released_padding=True' in line
+
+
 def test_baseline_same_protocol(data_dir, tmp_path, capsys):
     assert main(['baseline', '--data', str(data_dir), '--method', 'pop', '--out',
                  str(tmp_path), '--no-progress']) == 0

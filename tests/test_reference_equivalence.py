@@ -63,15 +63,20 @@ def _library_model(kind: str, hybrid: bool) -> torch.nn.Module:
     return TAGNN(NUM_ITEMS, D, hybrid=hybrid)
 
 
-def _reference_copy(model: torch.nn.Module, kind: str, hybrid: bool) -> ReleasedSessionGraph:
-    ref = ReleasedSessionGraph(NUM_ITEMS, D, kind=kind, nonhybrid=not hybrid)
+def _reference_copy(model: torch.nn.Module, kind: str, hybrid: bool,
+                    parameter_map: Dict[str, str] = PARAMETER_MAP,
+                    heads: int = 2) -> ReleasedSessionGraph:
+    """The released port holding ``model``'s weights (``parameter_map``: library name ->
+    released name)."""
+    ref = ReleasedSessionGraph(model.num_items, model.hidden_channels, kind=kind,
+                               nonhybrid=not hybrid, heads=heads)
     ref_params = dict(ref.named_parameters())
     copied = set()
     with torch.no_grad():
         for name, param in model.named_parameters():
-            assert name in PARAMETER_MAP, f"no released counterpart for {name}"
-            ref_params[PARAMETER_MAP[name]].copy_(param)
-            copied.add(PARAMETER_MAP[name])
+            assert name in parameter_map, f"no released counterpart for {name}"
+            ref_params[parameter_map[name]].copy_(param)
+            copied.add(parameter_map[name])
     # everything the released forward uses was set (linear_edge_f is unused, as released)
     unused = {'gnn.linear_edge_f.weight', 'gnn.linear_edge_f.bias'}
     if not hybrid:

@@ -218,10 +218,16 @@ def test_pad_length_shorter_than_a_session_is_an_error() -> None:
         model(build_session_batch(seqs.items, seqs.ptr, seqs.targets))
 
 
-def test_unset_pad_length_pads_to_the_batch() -> None:
+def test_unset_pad_length_is_an_error() -> None:
+    """A batch does not know its data set's longest session: scoring without
+    ``pad_length`` is refused rather than padded to the batch's longest session."""
     model = _padded_model()
     seqs = SessionSequences.from_lists(SESSIONS, TARGETS)
     batch = build_session_batch(seqs.items, seqs.ptr, seqs.targets)
-    unset = model(batch)
-    model.pad_length = 8
-    torch.testing.assert_close(unset, model(batch))
+    with pytest.raises(ValueError, match=r'model\.pad_length is unset: set model\.pad_length '
+                                         r'to that length .*padded_like_released'):
+        model(batch)
+    with padded_like_released(model, seqs):
+        model(batch)
+    with pytest.raises(ValueError, match='pad_length is unset'):   # restored afterwards
+        model(batch)

@@ -294,6 +294,35 @@ def test_resume_refuses_changed_settings(sessions, tmp_path):
             sp.train, sp.valid, sp.test, resume=True)
 
 
+def test_resume_accepts_a_checkpoint_written_before_an_option_existed(sessions, tmp_path):
+    """A TAGNN++ ``last.pt`` whose config predates ``released_padding`` resumes (the missing
+    option is its default, as ``build_model`` builds it); a missing option whose default
+    differs from the model's value is still a config difference. TAGNN's and SR-GNN's
+    configs keep their keys."""
+    cfg = _cfg(epochs=1)
+    sp = _splits(cfg, sessions)
+    kw = dict(hidden_channels=16, heads=2, layer='released')
+    Trainer(_model(sessions, 'tagnnpp', **kw), cfg, out_dir=tmp_path).fit(
+        sp.train, sp.valid, sp.test)
+    ckpt = load_checkpoint(tmp_path / 'last.pt')
+    del ckpt['model']['config']['released_padding']          # as written before the option
+    torch.save(ckpt, tmp_path / 'last.pt')
+    assert build_model(ckpt).config()['released_padding'] is False
+    result = Trainer(_model(sessions, 'tagnnpp', **kw), _cfg(epochs=2),
+                     out_dir=tmp_path).fit(sp.train, sp.valid, sp.test, resume=True)
+    assert len(result['history']) == 2
+    with pytest.raises(CheckpointError, match=r"model config differs in \['released_padding'\]"):
+        Trainer(_model(sessions, 'tagnnpp', released_padding=True, **kw),
+                _cfg(epochs=3), out_dir=tmp_path).fit(sp.train, sp.valid, sp.test,
+                                                      resume=True)
+    # the TAGNN and SR-GNN runs resume from checkpoints whose configs hold exactly these keys
+    assert set(_model(sessions, 'tagnn').config()) == {
+        'num_items', 'hidden_channels', 'num_steps', 'score', 'session', 'hybrid',
+        'chunk_size', 'released_padding'}
+    assert set(_model(sessions, 'srgnn').config()) == {
+        'num_items', 'hidden_channels', 'num_steps', 'hybrid'}
+
+
 # ---------------------------------------------------------------- robustness
 
 

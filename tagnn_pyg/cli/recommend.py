@@ -24,6 +24,11 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument('--drop-unknown', action='store_true',
                    help='drop ids the model does not know (with a warning) instead of '
                         'failing')
+    p.add_argument('--pad-length', type=positive_int, default=None, metavar='L',
+                   help='required by models that emulate the released padding '
+                        '(released_padding=True): the length the released code pads every '
+                        'session to, the longest session of the data set the query belongs '
+                        "to (e.g. 40 for Diginetica's test set)")
     p.add_argument('--device', default='cpu', help='cpu (default), cuda, cuda:N')
     add_debug(p)
     p.set_defaults(run=run)
@@ -65,6 +70,16 @@ def run(args: argparse.Namespace) -> int:
     from ..data.batching import build_session_batch
 
     ckpt, model, dev = load_model(args.checkpoint, args.device)
+    if getattr(model, 'released_padding', False):
+        if args.pad_length is None:
+            raise UserError(f"{args.checkpoint} holds a model that emulates the released "
+                            f"padding (released_padding=True): pass --pad-length L, the "
+                            f"longest session of the data set the query belongs to (the "
+                            f"released code pads to it; e.g. 40 for Diginetica's test set)")
+        model.pad_length = args.pad_length
+    elif args.pad_length is not None:
+        raise UserError(f"--pad-length applies only to models with released_padding=True; "
+                        f"{args.checkpoint} holds one without")
     num_items = int(ckpt['num_items'])
     item_ids = ckpt.get('item_ids')
     known, unknown = to_internal(parse_items(args.items), num_items, item_ids)

@@ -19,7 +19,7 @@ from torch import Tensor
 from torch_geometric.utils import cumsum, scatter
 
 __all__ = ['SessionRecommender', 'SessionPositions', 'pad_padding_column',
-           'check_candidates', 'dot_scores']
+           'check_candidates', 'check_session_batch', 'dot_scores']
 
 
 def pad_padding_column(item_scores: Tensor) -> Tensor:
@@ -66,6 +66,15 @@ def dot_scores(query: Tensor, weight: Tensor, candidates: Optional[Tensor] = Non
     return out.masked_fill(candidates == 0, float('-inf'))
 
 
+def check_session_batch(batch: Any) -> None:
+    r"""Raise if ``batch`` lacks a :class:`~tagnn_pyg.data.SessionData` field
+    the models read (``x``, ``seq``, ``seq_batch``, ``last``)."""
+    for key in ('x', 'seq', 'seq_batch', 'last'):
+        if getattr(batch, key, None) is None:
+            raise ValueError(f"batch lacks the SessionData field {key!r}; build it "
+                             f"with SessionData.from_sequence / build_session_batch")
+
+
 @dataclass
 class SessionPositions:
     r"""Per-click features of a batch of sessions, in click order.
@@ -78,8 +87,9 @@ class SessionPositions:
         pad_count (Tensor, optional): ``[B]`` padded slots per session, set
             only when emulating the released code's padding
             (:class:`~tagnn_pyg.models.TAGNN` with ``released_padding=True``).
-        pad_x (Tensor, optional): ``[d]`` the feature of a padded slot (the
-            GNN state of the padding item), set with ``pad_count``.
+        pad_x (Tensor, optional): ``[d]`` or ``[B, d]`` the feature of a
+            padded slot (the GNN state of the padding item; for TAGNN++ the
+            layer's output at the padding node), set with ``pad_count``.
     """
     x: Tensor
     index: Tensor
@@ -144,10 +154,7 @@ class SessionRecommender(torch.nn.Module):
 
     def positions(self, batch: Any) -> SessionPositions:
         r"""Gather node features to click positions (``h[seq]``)."""
-        for key in ('x', 'seq', 'seq_batch', 'last'):
-            if getattr(batch, key, None) is None:
-                raise ValueError(f"batch lacks the SessionData field {key!r}; build it "
-                                 f"with SessionData.from_sequence / build_session_batch")
+        check_session_batch(batch)
         h = self.node_features(batch)
         return SessionPositions(h[batch.seq], batch.seq_batch, batch.last.numel())
 

@@ -72,8 +72,9 @@ class TAGNN(SessionRecommender):
     reproduction studies: session :math:`s` of length :math:`n_s` gets
     :math:`L - n_s` padded slots, with :math:`L` = ``model.pad_length``
     (set to the longest session of the data being iterated by the trainer and
-    :func:`~tagnn_pyg.train.evaluate`, see :func:`padded_like_released`), or
-    the batch's longest session when unset. A session's scores then depend on
+    :func:`~tagnn_pyg.train.evaluate`, see :func:`padded_like_released`); a
+    model whose ``pad_length`` is unset refuses to score (a batch does not know
+    its data set's longest session). A session's scores then depend on
     :math:`L`, as in the released code.
 
     The paper's ablations (section 3.3) drop the target term and keep one
@@ -123,8 +124,9 @@ class TAGNN(SessionRecommender):
             raise ValueError(f"released_padding emulates padded slots in the attention "
                              f"softmaxes; session={session!r} has none")
         self.released_padding = bool(released_padding)
-        #: Length every session is padded to with ``released_padding``
-        #: (``None``: the batch's longest session).
+        #: Length every session is padded to with ``released_padding``: the
+        #: longest session of the data set being iterated. Required (``None``
+        #: raises); set by :func:`padded_like_released`.
         self.pad_length: Optional[int] = None
         self.num_steps = int(num_steps)
         self.score_form = score
@@ -177,21 +179,42 @@ class TAGNN(SessionRecommender):
     def _add_padding(self, pos: SessionPositions) -> None:
         r"""Set ``pos.pad_count`` (:math:`L - n_s`) and ``pos.pad_x`` (the GNN
         state of an isolated padding node, as in the released batches)."""
-        lengths = torch.bincount(pos.index, minlength=pos.num_sessions)
+        pos.pad_count = self.pad_counts(pos.index, pos.num_sessions)
+        pos.pad_x = self.padding_state()
+
+    def pad_counts(self, index: Tensor, num_sessions: int) -> Tensor:
+        r"""``[B]`` padded slots :math:`L - n_s` of every session, with
+        :math:`L` = :attr:`pad_length` and :math:`n_s` the session's clicks.
+
+        Raises:
+            ValueError: when :attr:`pad_length` is unset (the released code pads
+                to the longest session of the *data set*, which a batch cannot
+                know), or shorter than a session of the batch.
+        """
         if self.pad_length is None:
-            length = lengths.max()
-        else:
-            longest = int(lengths.max()) if lengths.numel() else 0
-            if longest > self.pad_length:
-                raise ValueError(f"pad_length={self.pad_length} is shorter than the "
-                                 f"longest session of the batch ({longest} clicks)")
-            length = self.pad_length
-        pos.pad_count = length - lengths
+            raise ValueError(
+                f"{type(self).__name__}(released_padding=True) pads every session to "
+                f"the longest session of the data set being iterated, as the released "
+                f"code does, but model.pad_length is unset: set model.pad_length to "
+                f"that length (SessionSequences.max_length, e.g. 69 for Diginetica's "
+                f"training set and 40 for its test set), or call the model inside "
+                f"padded_like_released(model, sequences) (the trainer and evaluate() "
+                f"do this)")
+        lengths = torch.bincount(index, minlength=num_sessions)
+        longest = int(lengths.max()) if lengths.numel() else 0
+        if longest > self.pad_length:
+            raise ValueError(f"pad_length={self.pad_length} is shorter than the "
+                             f"longest session of the batch ({longest} clicks)")
+        return self.pad_length - lengths
+
+    def padding_state(self) -> Tensor:
+        r"""``[d]`` the node state of the padding item 0 as an isolated node
+        (no edges), which the released batches carry in every padded slot."""
         pad = self.embedding.weight[:1]                    # item 0, one node, no edges
         if self.gnn is not None:
             none = torch.zeros(2, 0, dtype=torch.long, device=pad.device)
             pad = self.gnn(pad, none)
-        pos.pad_x = pad[0]
+        return pad[0]
 
     # -- readouts ----------------------------------------------------------
     def session_terms(self, pos: SessionPositions) -> Tuple[Tensor, Optional[Tensor]]:

@@ -7,7 +7,7 @@ from typing import Any, Dict, Optional
 
 import torch
 
-from tagnn_pyg.models.scoring import SessionPositions
+from tagnn_pyg.models.scoring import SessionPositions, check_session_batch
 from tagnn_pyg.models.tagnn import TAGNN
 from tagnn_pyg.nn.session_transformer import SessionTransformer
 
@@ -53,6 +53,33 @@ class TAGNNPlusPlus(TAGNN):
     has no sequential meaning and depends on item ids). Dropout (0.1) acts on
     the attention weights as in ``torch.nn.MultiheadAttention``.
 
+    **Exact emulation of the released code:** ``layer='released',
+    released_padding=True`` (presets ``tagnnpp-released-padded-*``). Session
+    :math:`s` (:math:`n_s` clicks) is padded to :math:`L` =
+    ``model.pad_length`` (the longest session of the data set being iterated,
+    as the released ``Dataset``; required, see :func:`~tagnn_pyg.models.tagnn.
+    padded_like_released`). Its node list is then, as ``np.unique`` of the
+    padded clicks gives it,
+
+    .. math::
+        \mathcal{N}_s = (\underbrace{0}_{\text{if } n_s < L}, u_1 < u_2 <
+        \dots < u_k),
+
+    the padding item 0 (an isolated node: its state is the GNN of item 0 with
+    no neighbours) followed by the distinct items in increasing id order. The
+    layer :math:`\mathrm{MHA}_{causal}(\mathbf{h}) + \mathrm{LN}(\mathbf{h})`
+    runs over :math:`\mathcal{N}_s` with the causal mask in that order (node
+    :math:`j` attends to nodes :math:`\le j`), and the clicks take the output
+    of their node. The :math:`L - n_s` padded slots carry the output
+    :math:`\mathbf{v}_{pad}` of node 0, and both softmaxes run over them as in
+    ``TAGNN(released_padding=True)``: each adds :math:`e^0` to the target
+    attention's denominator and :math:`e^{\alpha_{pad}}` to the soft
+    attention's. The released batches also append copies of node 0 to each
+    node list up to the batch's largest; they come after every real node in
+    the causal order, so they change nothing and are not built. No
+    ``[B, L, d]`` or ``[B, m, d]`` tensor is built; the attention runs over
+    the :math:`\le n_s + 1` nodes of each session.
+
     **Initialisation.** The released ``reset_parameters`` draws *every*
     parameter, the attention projections and the LayerNorm gains and biases
     included, uniformly from :math:`[-1/\sqrt{d}, 1/\sqrt{d}]`
@@ -90,6 +117,10 @@ class TAGNNPlusPlus(TAGNN):
         init (str, optional): ``'uniform'`` or ``'transformer-default'``.
             (default: ``'uniform'``)
         chunk_size (int, optional): As in :class:`TAGNN`.
+        released_padding (bool, optional): Emulate the released code exactly
+            (see above; needs ``layer='released'`` unless
+            ``use_transformer=False``, where it is TAGNN's option).
+            (default: :obj:`False`)
 
     Shapes:
         - **input:** a batch of :class:`~tagnn_pyg.data.SessionData` with
@@ -104,7 +135,8 @@ class TAGNNPlusPlus(TAGNN):
                  layer: str = 'paper', hybrid: Optional[bool] = None,
                  score: str = 'released', session: str = 'full',
                  max_length: int = 512, init: str = 'uniform',
-                 chunk_size: Optional[int] = None) -> None:
+                 chunk_size: Optional[int] = None,
+                 released_padding: bool = False) -> None:
         if layer not in TAGNNPP_LAYERS:
             raise ValueError(f"layer must be one of {TAGNNPP_LAYERS}, got {layer!r}")
         if init not in TAGNNPP_INITS:
@@ -114,12 +146,21 @@ class TAGNNPlusPlus(TAGNN):
                              f"{hidden_channels}, got {heads!r}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must lie in [0, 1), got {dropout!r}")
+        if released_padding and use_transformer and layer != 'released':
+            raise ValueError(f"released_padding emulates the released TAGNN++ code, "
+                             f"whose attention layer is layer='released'; got "
+                             f"layer={layer!r}")
         if hybrid is None:
             hybrid = layer == 'paper'
         if positional is None:
             positional = layer == 'paper'
+        if released_padding and use_transformer and positional:
+            raise ValueError("released_padding emulates the released TAGNN++ code, "
+                             "which adds no positional embeddings (a node list has no "
+                             "click positions); got positional=True")
         super().__init__(num_items, hidden_channels, num_steps=num_steps, score=score,
-                         session=session, hybrid=hybrid, chunk_size=chunk_size)
+                         session=session, hybrid=hybrid, chunk_size=chunk_size,
+                         released_padding=released_padding)
         self.heads = int(heads)
         self.dropout = float(dropout)
         self.use_gnn = bool(use_gnn)
@@ -157,10 +198,34 @@ class TAGNNPlusPlus(TAGNN):
                     positional=self.positional, layer=self.layer, hybrid=self.hybrid,
                     score=self.score_form, session=self.session,
                     max_length=self.max_length, init=self.init,
-                    chunk_size=self.chunk_size)
+                    chunk_size=self.chunk_size, released_padding=self.released_padding)
 
     def positions(self, batch: Any) -> SessionPositions:
+        if self.released_padding and self.transformer is not None:
+            return self._released_positions(batch)
         pos = super().positions(batch)
         if self.transformer is not None:
             pos.x = self.transformer(pos.x, pos.index, dim_size=pos.num_sessions)
         return pos
+
+    def _released_positions(self, batch: Any) -> SessionPositions:
+        r"""The released computation: the layer over each session's padded,
+        id-sorted node list, then the clicks and padded slots gathered from
+        its output (see the class docstring)."""
+        check_session_batch(batch)
+        h = self.node_features(batch)           # [N, d] states of the batch's nodes
+        index, num_nodes, B = batch.seq_batch, batch.x.numel(), batch.last.numel()
+        pad_count = self.pad_counts(index, B)
+        # session of each node, from the clicks that point at it
+        node_session = batch.x.new_zeros(num_nodes).scatter_(0, batch.seq, index)
+        padded = (pad_count > 0).nonzero().view(-1)          # sessions with node 0
+        feats = torch.cat([h, self.padding_state().expand(padded.numel(), -1)])
+        session = torch.cat([node_session, padded])
+        item = torch.cat([batch.x, batch.x.new_zeros(padded.numel())])
+        # order of the released node lists: by session, then by item id (0 first)
+        order = torch.sort(session * self.num_items + item)[1]
+        out = torch.empty_like(feats)
+        out[order] = self.transformer(feats[order], session[order], dim_size=B)
+        pad_x = out.new_zeros(B, out.size(-1))
+        pad_x[padded] = out[num_nodes:]
+        return SessionPositions(out[:num_nodes][batch.seq], index, B, pad_count, pad_x)

@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..checkpoint import (CheckpointError, load_checkpoint, save_checkpoint,
-                          set_rng_state)
+from ..checkpoint import (CheckpointError, config_with_defaults, load_checkpoint,
+                          save_checkpoint, set_rng_state)
 from ..optim import AGC, make_adam
 from .config import RESUMABLE_CHANGES, TrainConfig, describe_protocol, describe_schedule
 from .evaluation import evaluate
@@ -419,9 +419,12 @@ class Trainer:
                                   f"{ckpt['model']['name']!r}, this run trains "
                                   f"{self.model_name!r}")
         config = self.model.config() if hasattr(self.model, 'config') else {}
-        if dict(ckpt['model']['config']) != dict(config):
-            diff = sorted(k for k in set(config) | set(ckpt['model']['config'])
-                          if config.get(k) != ckpt['model']['config'].get(k))
+        # an option added after the checkpoint was written counts as its default
+        stored = config_with_defaults(type(self.model), ckpt['model']['config'],
+                                      keys=list(config))
+        if stored != dict(config):
+            diff = sorted(k for k in set(config) | set(stored)
+                          if config.get(k) != stored.get(k))
             raise CheckpointError(f"cannot resume from {path}: model config differs in "
                                   f"{diff}")
         if int(ckpt['num_items']) != self.num_items:
