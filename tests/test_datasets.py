@@ -233,3 +233,43 @@ def test_diginetica_from_raw_log(tmp_path):
     train = Diginetica(str(tmp_path), log=False)
     test = Diginetica(str(tmp_path), split='test', log=False)
     assert len(train) == 1205 and len(test) == 99 and train.num_items == 310
+
+
+class MarkLength:
+    """A pre_transform with a stable repr: stores the prefix length as ``length``."""
+
+    def __call__(self, data):
+        data.length = torch.tensor([data.seq.numel()])
+        return data
+
+    def __repr__(self):
+        return 'MarkLength()'
+
+
+def test_pre_transform_and_pre_filter(tmp_path, count_process):
+    write_folder(tmp_path)
+    plain = SessionDataset(str(tmp_path), log=False)
+    keep_long = lambda d: d.seq.numel() >= 2  # noqa: E731
+    ds = SessionDataset(str(tmp_path), pre_transform=MarkLength(), pre_filter=keep_long,
+                        log=False)
+    assert len(count_process) == 2  # keyed on the pre-transform and pre-filter
+    expected = [plain[i] for i in range(len(plain)) if plain[i].seq.numel() >= 2]
+    assert len(ds) == len(expected) > 0
+    for i, want in enumerate(expected):
+        got = ds[i]
+        assert_graph_equal(SessionData(**{k: got[k] for k in want.keys()}), want)
+        assert got.length.item() == want.seq.numel()
+    # the flat sequences follow the filtered examples
+    assert ds.sequences.to_lists() == [e.x[e.seq].tolist() for e in expected]
+    SessionDataset(str(tmp_path), pre_transform=MarkLength(), pre_filter=keep_long,
+                   log=False)
+    assert len(count_process) == 2  # cached under the same key
+
+
+def test_sequences_of_a_shuffled_subset(tmp_path):
+    write_folder(tmp_path)
+    ds = SessionDataset(str(tmp_path), log=False)
+    perm = torch.tensor([3, 0, 2])
+    sub = ds[perm]
+    assert sub.sequences.to_lists() == [ds[int(i)].x[ds[int(i)].seq].tolist() for i in perm]
+    assert sub.sequences.targets.tolist() == [ds[int(i)].y.item() for i in perm]

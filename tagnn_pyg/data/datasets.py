@@ -24,27 +24,28 @@ import hashlib
 import json
 import os
 import os.path as osp
-from pathlib import Path
 from typing import Any, Callable, Dict, List, Literal, Optional, Tuple
 
 import torch
 from torch import Tensor
 from torch_geometric.data import InMemoryDataset
 
+from torch_geometric.data.separate import separate
+
 from ..utils.io import atomic_write_text, atomic_writer
 from .batching import build_session_batch
 from .sequences import SessionSequences, expand_prefixes
 from .session_data import EdgeWeighting, SessionData, check_edge_weighting
 from .split import random_prefix_split, temporal_session_split
-from .srgnn_format import (ALL_TRAIN_SEQ, TEST, TRAIN, SRGNNData, read_srgnn_folder,
-                           write_srgnn_folder)
-from .synthetic import make_synthetic_sessions
+from .loading import RAW_LOGS, prepare_raw_log, write_synthetic_folder
+from .srgnn_format import ALL_TRAIN_SEQ, TEST, TRAIN, SRGNNData, read_srgnn_folder
 
 __all__ = ['SessionDataset', 'Diginetica', 'Yoochoose', 'SyntheticSessions',
            'sequences_to_storage', 'storage_to_sequences']
 
 #: Bump when the processed layout changes (part of the cache key).
-PROCESS_VERSION = 1
+#: 2: the flat sequences of each split are stored beside its graphs.
+PROCESS_VERSION = 2
 SPLITS = ('train', 'valid', 'test')
 VALID_MODES = ('temporal', 'random', None)
 
@@ -118,6 +119,16 @@ def storage_to_sequences(storage: SessionData, slices: Dict[str, Tensor]
     return SessionSequences(items, click_ptr.clone(), targets, validate=False)
 
 
+def _callable_key(fn: Optional[Callable]) -> str:
+    """A stable description of a pre-transform / pre-filter for the cache key:
+    its ``repr`` when it defines one (PyG transforms do), else its qualified name."""
+    if fn is None:
+        return ''
+    if type(fn).__repr__ is not object.__repr__ and not callable(getattr(fn, '__code__', None)):
+        return repr(fn)
+    return f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', type(fn).__qualname__)}"
+
+
 def _sha256(path: str) -> str:
     h = hashlib.sha256()
     with open(path, 'rb') as f:
@@ -163,6 +174,13 @@ class SessionDataset(InMemoryDataset):
         valid_seed (int, optional): seed of ``valid='random'``.
         force_reload (bool, optional): rebuild the processed cache.
         transform (callable, optional): applied to every example on access.
+        pre_transform (callable, optional): applied to every example once,
+            before it is saved (the processed cache is keyed on it). Without
+            ``pre_transform`` and ``pre_filter`` all graphs of a split are built
+            in one vectorised pass; with either, each example is separated,
+            transformed and collated again (slower, as in PyG).
+        pre_filter (callable, optional): keeps an example when it returns
+            ``True``; applied before ``pre_transform``.
         log (bool, optional): print progress while processing.
 
     Shapes:
@@ -187,6 +205,8 @@ class SessionDataset(InMemoryDataset):
         valid_seed: int = 0,
         force_reload: bool = False,
         transform: Optional[Callable] = None,
+        pre_transform: Optional[Callable] = None,
+        pre_filter: Optional[Callable] = None,
         log: bool = True,
     ) -> None:
         if split not in SPLITS:
@@ -209,9 +229,10 @@ class SessionDataset(InMemoryDataset):
         self.valid_seed = int(valid_seed)
         self._fingerprint: Optional[Dict[str, Any]] = None
         self._sequences: Optional[SessionSequences] = None
-        super().__init__(root, transform=transform, log=log, force_reload=force_reload)
-        self.load(self.processed_paths[self._split_paths().index(split)],
-                  data_cls=SessionData)
+        self._pre_key = _callable_key(pre_transform) + _callable_key(pre_filter)
+        super().__init__(root, transform=transform, pre_transform=pre_transform,
+                         pre_filter=pre_filter, log=log, force_reload=force_reload)
+        self.load(self._graph_path(split), data_cls=SessionData)
         with open(self.processed_paths[-1]) as f:
             self.meta: Dict[str, Any] = json.load(f)
 
@@ -227,7 +248,7 @@ class SessionDataset(InMemoryDataset):
         return {'weighting': self.weighting, 'valid': self.valid,
                 'valid_fraction': self.valid_fraction if self.valid else None,
                 'valid_seed': self.valid_seed if self.valid == 'random' else None,
-                'version': PROCESS_VERSION}
+                'pre': self._pre_key or None, 'version': PROCESS_VERSION}
 
     def _option_tag(self) -> str:
         if self.valid is None:
@@ -237,6 +258,15 @@ class SessionDataset(InMemoryDataset):
         else:
             v = f'random{self.valid_fraction:g}s{self.valid_seed}'
         return f'{self.weighting}-{v}-v{PROCESS_VERSION}'
+
+    @property
+    def processed_dir(self) -> str:
+        # a pre-transform / pre-filter gets a cache folder of its own (PyG keeps
+        # one pre_transform.pt per folder)
+        base = osp.join(self.root, 'processed')
+        if not self._pre_key:
+            return base
+        return osp.join(base, f"pre-{hashlib.sha256(self._pre_key.encode()).hexdigest()[:12]}")
 
     def fingerprint(self) -> Dict[str, Any]:
         """Size, modification time and SHA-256 of each SR-GNN file in ``raw/``
@@ -269,7 +299,16 @@ class SessionDataset(InMemoryDataset):
     @property
     def processed_file_names(self) -> List[str]:
         stem = f'{self._option_tag()}-{self._raw_key()}'
-        return [f'{s}-{stem}.pt' for s in self._split_paths()] + [f'meta-{stem}.json']
+        splits = self._split_paths()
+        return ([f'{s}-{stem}.pt' for s in splits]
+                + [f'{s}-sequences-{stem}.pt' for s in splits] + [f'meta-{stem}.json'])
+
+    def _graph_path(self, split: str) -> str:
+        return self.processed_paths[self._split_paths().index(split)]
+
+    def _sequences_path(self, split: str) -> str:
+        splits = self._split_paths()
+        return self.processed_paths[len(splits) + splits.index(split)]
 
     def download(self) -> None:
         raise FileNotFoundError(
@@ -297,16 +336,24 @@ class SessionDataset(InMemoryDataset):
     def process(self) -> None:
         data = read_srgnn_folder(self.raw_dir)
         parts = self._make_splits(data)
-        for split, path in zip(self._split_paths(), self.processed_paths):
+        sizes = {}
+        for split in self._split_paths():
             storage, slices = sequences_to_storage(parts[split], self.weighting)
-            with atomic_writer(path) as f:
+            if self.pre_filter is not None or self.pre_transform is not None:
+                storage, slices = self._pre_process(storage, slices)
+            sequences = storage_to_sequences(storage, slices)
+            sizes[split] = len(sequences)
+            with atomic_writer(self._graph_path(split)) as f:
                 # (dict of tensors, slices): InMemoryDataset.load's layout, which
                 # torch.load reads with weights_only=True (no pickled classes).
                 torch.save((storage.to_dict(), slices), f)
+            with atomic_writer(self._sequences_path(split)) as f:
+                torch.save({'items': sequences.items, 'ptr': sequences.ptr,
+                            'targets': sequences.targets}, f)
         meta = {
             'dataset': self.__class__.__name__,
             'num_items': int(data.num_items),
-            'num_sequences': {s: len(parts[s]) for s in self._split_paths()},
+            'num_sequences': sizes,
             'num_train_sessions': (None if data.train_sessions is None
                                    else len(data.train_sessions)),
             'options': self._options(),
@@ -314,6 +361,19 @@ class SessionDataset(InMemoryDataset):
         }
         atomic_write_text(self.processed_paths[-1], json.dumps(meta, indent=2) + '\n')
         self._remove_stale()
+
+    def _pre_process(self, storage: SessionData, slices: Dict[str, Tensor]
+                     ) -> Tuple[SessionData, Dict[str, Tensor]]:
+        """``pre_filter`` and ``pre_transform`` example by example (PyG's way)."""
+        examples = [separate(SessionData, storage, i, slices, decrement=False)
+                    for i in range(slices['seq'].numel() - 1)]
+        if self.pre_filter is not None:
+            examples = [d for d in examples if self.pre_filter(d)]
+        if self.pre_transform is not None:
+            examples = [self.pre_transform(d) for d in examples]
+        if not examples:
+            raise ValueError(f"{self.name}: pre_filter removed every example of a split")
+        return self.collate(examples)
 
     def _remove_stale(self) -> None:
         """Delete processed files of the same options made from other raw files."""
@@ -337,10 +397,13 @@ class SessionDataset(InMemoryDataset):
         """This split (or this subset, after indexing) as flat
         :class:`SessionSequences` with targets, for :class:`SessionLoader`."""
         if self._sequences is None:
-            self._sequences = storage_to_sequences(self._data, self.slices)
-        if self._indices is not None:
-            return self._sequences[torch.as_tensor(self.indices(), dtype=torch.long)]
-        return self._sequences
+            flat = torch.load(self._sequences_path(self.split), weights_only=True)
+            self._sequences = SessionSequences(flat['items'], flat['ptr'], flat['targets'],
+                                               validate=False)
+        indices = self.indices()
+        if isinstance(indices, range) and indices == range(self.len()):
+            return self._sequences
+        return self._sequences[torch.as_tensor(list(indices), dtype=torch.long)]
 
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}({len(self)}, split={self.split!r}, '
@@ -366,12 +429,11 @@ class Diginetica(SessionDataset):
         **kwargs: see :class:`SessionDataset`.
     """
     name = 'Diginetica'
-    raw_log = 'train-item-views.csv'
+    builtin = 'diginetica'
+    raw_log = RAW_LOGS['diginetica'][1]
 
     def download(self) -> None:
-        log = osp.join(self.raw_dir, self.raw_log)
-        if osp.exists(log):
-            _prepare('diginetica', log, self.raw_dir)
+        if prepare_raw_log(self.builtin, self.raw_dir) is not None:
             return
         raise FileNotFoundError(
             f"{self.name}: no data in {self.raw_dir}. DIGINETICA needs an account to "
@@ -400,7 +462,7 @@ class Yoochoose(SessionDataset):
         **kwargs: see :class:`SessionDataset`.
     """
     name = 'Yoochoose'
-    raw_log = 'yoochoose-clicks.dat'
+    raw_log = RAW_LOGS['yoochoose1_64'][1]
 
     def __init__(self, root: str, fraction: int = 64, **kwargs: Any) -> None:
         if fraction not in (4, 64):
@@ -409,20 +471,13 @@ class Yoochoose(SessionDataset):
         super().__init__(root, **kwargs)
 
     def download(self) -> None:
-        log = osp.join(self.raw_dir, self.raw_log)
-        if osp.exists(log):
-            _prepare('yoochoose', log, self.raw_dir, fraction=self.fraction)
+        if prepare_raw_log(f'yoochoose1_{self.fraction}', self.raw_dir) is not None:
             return
         raise FileNotFoundError(
             f"{self.name}: no data in {self.raw_dir}. Get {self.raw_log} from "
             f"https://recsys.acm.org/recsys15/challenge/ and put it in "
             f"{self.raw_dir} (or put the SR-GNN files {ALL_TRAIN_SEQ} and {TEST} "
             f"of the 1/{self.fraction} split there)")
-
-
-def _prepare(kind: str, raw_file: str, out_dir: str, **options: Any) -> None:
-    from .preprocess import prepare  # local: optional heavy dependency (pandas)
-    prepare(kind, raw_file, out_dir, **options)
 
 
 class SyntheticSessions(SessionDataset):
@@ -463,11 +518,7 @@ class SyntheticSessions(SessionDataset):
 
     @property
     def processed_dir(self) -> str:
-        return osp.join(self.root, 'processed', f'synthetic-{self._gen_key}')
+        return osp.join(super().processed_dir, f'synthetic-{self._gen_key}')
 
     def download(self) -> None:
-        train, test = make_synthetic_sessions(**self.generator_kwargs)
-        Path(self.raw_dir).mkdir(parents=True, exist_ok=True)
-        write_srgnn_folder(self.raw_dir, train, test)
-        atomic_write_text(osp.join(self.raw_dir, 'generator.json'),
-                          json.dumps(self.generator_kwargs, indent=2) + '\n')
+        write_synthetic_folder(self.raw_dir, **self.generator_kwargs)
