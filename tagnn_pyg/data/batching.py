@@ -166,71 +166,12 @@ def build_session_batch(
     """
     check_edge_weighting(weighting)
     _check_flat(items, ptr, targets)
-    if device is not None:
-        device = torch.device(device)
-        items = items.to(device, non_blocking=True)
-        ptr = ptr.to(device, non_blocking=True)
-        if targets is not None:
-            targets = targets.to(device, non_blocking=True)
-    else:
-        device = items.device
-        ptr = ptr.to(device)
-        if targets is not None:
-            targets = targets.to(device)
-    items = items.long()
-    ptr = ptr.long()
+    items, ptr, targets = _to_device(items, ptr, targets, device)
     if validate:
         _check_values(items, ptr, targets)
-
-    num_graphs = ptr.numel() - 1
-    num_clicks = items.numel()
-    graph_ids = torch.arange(num_graphs, device=device)
-    # Session of each click: mark session starts, cumulative sum. (Same as
-    # repeat_interleave(arange(B), lengths), whose CPU kernel spawns a parallel
-    # region even for a few hundred elements and stalls on a busy machine.)
-    starts = torch.zeros(num_clicks, dtype=torch.long, device=device)
-    starts[ptr[1:-1]] = 1
-    seq_batch = torch.cumsum(starts, 0)
-
-    # Nodes: unique (session, item) keys, sorted by session then item id.
-    width = items.max() + 1
-    node_key, seq = torch.unique(seq_batch * width + items, sorted=True,
-                                 return_inverse=True)
-    num_nodes = node_key.numel()
-    x = node_key % width
-    node_batch = torch.div(node_key, width, rounding_mode='floor')
-
-    # Edges: unique (source node, target node) keys of consecutive clicks in the
-    # same session; global node ids already sort by session, then by local id.
-    same = seq_batch[1:] == seq_batch[:-1]
-    pair = seq[:-1][same] * num_nodes + seq[1:][same]
-    edge_key, counts = torch.unique(pair, sorted=True, return_counts=True)
-    row = torch.div(edge_key, num_nodes, rounding_mode='floor')
-    col = edge_key - row * num_nodes
-    if weighting == 'binary':
-        counts = torch.ones_like(counts)
-    into = torch.zeros(num_nodes, dtype=torch.long, device=device)
-    into.scatter_add_(0, col, counts)
-    out_of = torch.zeros(num_nodes, dtype=torch.long, device=device)
-    out_of.scatter_add_(0, row, counts)
-    # Integer counts: float32 division is exactly the rounded float64 ratio
-    # that SessionData computes, so the weights are bit-identical.
-    cnt = counts.to(torch.float32)
-    w_in = cnt / into[col].to(torch.float32)
-    w_out = cnt / out_of[row].to(torch.float32)
-
-    last = seq[ptr[1:] - 1]
-
-    nodes_per_graph = torch.bincount(node_batch, minlength=num_graphs)
-    edges_per_graph = torch.bincount(node_batch[row], minlength=num_graphs)
-    zero = torch.zeros(1, dtype=torch.long, device=device)
-    node_ptr = torch.cat([zero, torch.cumsum(nodes_per_graph, 0)])
-    edge_ptr = torch.cat([zero, torch.cumsum(edges_per_graph, 0)])
-    graph_ptr = torch.arange(num_graphs + 1, device=device)
-    click_ptr = ptr
-    node_inc = node_ptr[:-1]
-    zeros_b = torch.zeros(num_graphs, dtype=torch.long, device=device)
-
+    seq_batch = session_index(ptr, items.numel())
+    x, node_batch, seq = _session_nodes(items, seq_batch)
+    row, col, w_in, w_out = _session_edges(seq, seq_batch, x.numel(), weighting)
     fields: Dict[str, Tensor] = dict(
         x=x,
         edge_index=torch.stack([row, col]),
@@ -238,8 +179,86 @@ def build_session_batch(
         edge_weight_out=w_out,
         seq=seq,
         seq_batch=seq_batch,
-        last=last,
+        last=seq[ptr[1:] - 1],
     )
+    if targets is not None:
+        fields['y'] = targets.long()
+    return _collated(fields, node_batch, ptr)
+
+
+def _to_device(items: Tensor, ptr: Tensor, targets: Optional[Tensor],
+               device: DeviceLike) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
+    """``items``, ``ptr`` (long) and ``targets`` on ``device`` (default: ``items``')."""
+    dev = torch.device(device) if device is not None else items.device
+    items = items.to(dev, non_blocking=True).long()
+    ptr = ptr.to(dev, non_blocking=True).long()
+    if targets is not None:
+        targets = targets.to(dev, non_blocking=True)
+    return items, ptr, targets
+
+
+def session_index(ptr: Tensor, num_clicks: int) -> Tensor:
+    r"""The session of each click, from the session boundaries ``ptr``
+    (non-empty sessions): :func:`torch_geometric.index.ptr2index` computed by
+    marking session starts and a cumulative sum, because ``repeat_interleave``'s
+    CPU kernel opens a parallel region even for a few hundred elements and
+    stalls on a busy machine.
+
+    Shapes:
+        - **input:** ptr :math:`(B + 1)`
+        - **output:** :math:`(N)`
+    """
+    starts = torch.zeros(num_clicks, dtype=torch.long, device=ptr.device)
+    starts[ptr[1:-1]] = 1
+    return torch.cumsum(starts, 0)
+
+
+def _session_nodes(items: Tensor, seq_batch: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    """Nodes = unique (session, item) keys, sorted by session then item id:
+    (``x``, session of each node, node of each click)."""
+    width = items.max() + 1
+    node_key, seq = torch.unique(seq_batch * width + items, sorted=True,
+                                 return_inverse=True)
+    return node_key % width, torch.div(node_key, width, rounding_mode='floor'), seq
+
+
+def _session_edges(seq: Tensor, seq_batch: Tensor, num_nodes: int,
+                   weighting: EdgeWeighting) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Edges = unique (source node, target node) keys of consecutive clicks in the
+    same session (global node ids already sort by session, then by local id):
+    (``row``, ``col``, in-weights, out-weights)."""
+    same = seq_batch[1:] == seq_batch[:-1]
+    pair = seq[:-1][same] * num_nodes + seq[1:][same]
+    edge_key, counts = torch.unique(pair, sorted=True, return_counts=True)
+    row = torch.div(edge_key, num_nodes, rounding_mode='floor')
+    col = edge_key - row * num_nodes
+    if weighting == 'binary':
+        counts = torch.ones_like(counts)
+    into = torch.zeros(num_nodes, dtype=torch.long, device=seq.device)
+    into.scatter_add_(0, col, counts)
+    out_of = torch.zeros(num_nodes, dtype=torch.long, device=seq.device)
+    out_of.scatter_add_(0, row, counts)
+    # Integer counts: float32 division is exactly the rounded float64 ratio
+    # that SessionData computes, so the weights are bit-identical.
+    cnt = counts.to(torch.float32)
+    return row, col, cnt / into[col].to(torch.float32), cnt / out_of[row].to(torch.float32)
+
+
+def _collated(fields: Dict[str, Tensor], node_batch: Tensor, click_ptr: Tensor) -> Batch:
+    """A :class:`Batch` of ``fields`` with the slicing and increment metadata that
+    ``Batch.from_data_list`` would give it (so ``batch[i]``, ``index_select`` and
+    ``to_data_list`` work)."""
+    device = node_batch.device
+    num_graphs = click_ptr.numel() - 1
+    row = fields['edge_index'][0]
+    zero = torch.zeros(1, dtype=torch.long, device=device)
+    node_ptr = torch.cat([zero, torch.cumsum(
+        torch.bincount(node_batch, minlength=num_graphs), 0)])
+    edge_ptr = torch.cat([zero, torch.cumsum(
+        torch.bincount(node_batch[row], minlength=num_graphs), 0)])
+    graph_ptr = torch.arange(num_graphs + 1, device=device)
+    node_inc = node_ptr[:-1]
+    zeros_b = torch.zeros(num_graphs, dtype=torch.long, device=device)
     slice_dict: Dict[str, Tensor] = dict(
         x=node_ptr, edge_index=edge_ptr, edge_weight_in=edge_ptr,
         edge_weight_out=edge_ptr, seq=click_ptr, seq_batch=click_ptr,
@@ -247,11 +266,10 @@ def build_session_batch(
     )
     inc_dict: Dict[str, Tensor] = dict(
         x=zeros_b, edge_index=node_inc, edge_weight_in=zeros_b,
-        edge_weight_out=zeros_b, seq=node_inc, seq_batch=graph_ids,
+        edge_weight_out=zeros_b, seq=node_inc, seq_batch=graph_ptr[:-1],
         last=node_inc,
     )
-    if targets is not None:
-        fields['y'] = targets.long()
+    if 'y' in fields:
         slice_dict['y'] = graph_ptr
         inc_dict['y'] = zeros_b
     batch = _new_batch(fields, node_batch, node_ptr)

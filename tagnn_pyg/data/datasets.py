@@ -33,7 +33,7 @@ from torch_geometric.data import InMemoryDataset
 from torch_geometric.data.separate import separate
 
 from ..utils.io import atomic_write_text, atomic_writer
-from .batching import build_session_batch
+from .batching import build_session_batch, session_index
 from .sequences import SessionSequences, expand_prefixes
 from .session_data import EdgeWeighting, SessionData, check_edge_weighting
 from .split import random_prefix_split, temporal_session_split
@@ -110,10 +110,7 @@ def storage_to_sequences(storage: SessionData, slices: Dict[str, Tensor]
     """
     click_ptr = slices['seq']
     node_ptr = slices['x']
-    n = storage.seq.numel()
-    starts = torch.zeros(n, dtype=torch.long)
-    starts[click_ptr[1:-1]] = 1
-    graph = torch.cumsum(starts, 0)
+    graph = session_index(click_ptr, storage.seq.numel())
     items = storage.x[storage.seq + node_ptr[graph]]
     targets = storage.y if 'y' in storage else None
     return SessionSequences(items, click_ptr.clone(), targets, validate=False)
