@@ -29,7 +29,7 @@ fraction of a second.
 """
 from __future__ import annotations
 
-from typing import List, Tuple
+from typing import Any, Dict, List, Tuple
 
 import numpy as np
 
@@ -107,34 +107,64 @@ def make_synthetic_sessions(
         >>> len(train), min(map(len, train)) >= 2
         (500, True)
     """
-    num_items = _check_int('num_items', num_items, 2)
-    num_train_sessions = _check_int('num_train_sessions', num_train_sessions, 1)
-    num_test_sessions = _check_int('num_test_sessions', num_test_sessions, 0)
-    seed = _check_int('seed', seed, 0)
-    num_interests = _check_int('num_interests', num_interests, 1)
-    out_degree = _check_int('out_degree', out_degree, 1)
-    max_length = _check_int('max_length', max_length, 2)
+    opts = _checked_options(
+        num_items=num_items, num_train_sessions=num_train_sessions,
+        num_test_sessions=num_test_sessions, seed=seed, num_interests=num_interests,
+        out_degree=out_degree, mean_length=mean_length, max_length=max_length, zipf=zipf,
+        two_interest_prob=two_interest_prob, revisit_prob=revisit_prob,
+        switch_prob=switch_prob, jump_prob=jump_prob)
+    rng = np.random.default_rng(opts['seed'])
+    members, interest_of, pop, pop_cdf = _interests(rng, opts['num_items'],
+                                                    opts['num_interests'], opts['zipf'])
+    successors, succ_cdf = _successors(rng, members, interest_of, pop, opts['out_degree'])
+    clicks, lengths = _walk(rng, members, interest_of, pop_cdf, successors, succ_cdf, opts)
+    n_train = opts['num_train_sessions']
+    all_sessions = [row[:n].tolist() for row, n in zip(clicks, lengths)]
+    seen = np.zeros(opts['num_items'] + 1, dtype=bool)
+    seen[clicks[:n_train][np.arange(opts['max_length'])[None, :]
+                          < lengths[:n_train, None]]] = True
+    test = []
+    for s in all_sessions[n_train:]:  # SR-GNN protocol: unseen items out
+        kept = [i for i in s if seen[i]]
+        if len(kept) >= 2:
+            test.append(kept)
+    return all_sessions[:n_train], test
+
+
+def _checked_options(**opts: Any) -> Dict[str, Any]:
+    """The generator's options, validated (errors name the option and the bound)."""
+    for name, low in (('num_items', 2), ('num_train_sessions', 1), ('num_test_sessions', 0),
+                      ('seed', 0), ('num_interests', 1), ('out_degree', 1),
+                      ('max_length', 2)):
+        opts[name] = _check_int(name, opts[name], low)
+    mean_length, max_length = opts['mean_length'], opts['max_length']
     if isinstance(mean_length, bool) or not isinstance(mean_length, (int, float)) \
             or not 2 <= mean_length <= max_length:
         raise ValueError(f"mean_length must be a number in [2, max_length="
                          f"{max_length}], got {mean_length!r}")
+    zipf = opts['zipf']
     if isinstance(zipf, bool) or not isinstance(zipf, (int, float)) or zipf < 0:
         raise ValueError(f"zipf must be a number >= 0, got {zipf!r}")
-    two_interest_prob = _check_prob('two_interest_prob', two_interest_prob)
-    revisit_prob = _check_prob('revisit_prob', revisit_prob)
-    switch_prob = _check_prob('switch_prob', switch_prob)
-    jump_prob = _check_prob('jump_prob', jump_prob)
-    if revisit_prob + switch_prob + jump_prob > 1:
+    for name in ('two_interest_prob', 'revisit_prob', 'switch_prob', 'jump_prob'):
+        opts[name] = _check_prob(name, opts[name])
+    if opts['revisit_prob'] + opts['switch_prob'] + opts['jump_prob'] > 1:
         raise ValueError(f"revisit_prob + switch_prob + jump_prob must be <= 1, got "
-                         f"{revisit_prob} + {switch_prob} + {jump_prob}")
-    if num_items // num_interests < out_degree + 1:
-        raise ValueError(f"num_items={num_items} over num_interests={num_interests} "
-                         f"gives {num_items // num_interests} items per interest; "
-                         f"out_degree={out_degree} needs at least {out_degree + 1}")
+                         f"{opts['revisit_prob']} + {opts['switch_prob']} + "
+                         f"{opts['jump_prob']}")
+    per_group = opts['num_items'] // opts['num_interests']
+    if per_group < opts['out_degree'] + 1:
+        raise ValueError(f"num_items={opts['num_items']} over num_interests="
+                         f"{opts['num_interests']} gives {per_group} items per interest; "
+                         f"out_degree={opts['out_degree']} needs at least "
+                         f"{opts['out_degree'] + 1}")
+    return opts
 
-    rng = np.random.default_rng(seed)
-    G = num_interests
-    # 1. interests: a random partition of the items into G groups of near-equal size.
+
+def _interests(rng: np.random.Generator, num_items: int, G: int, zipf: float
+               ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A random partition of the items into ``G`` groups of near-equal size, with
+    Zipf popularity inside each: (members ``[G, K]``, interest of each item,
+    popularity ``[G, K]`` and its CDF)."""
     perm = rng.permutation(num_items) + 1
     size = np.full(G, num_items // G)
     size[:num_items % G] += 1
@@ -151,9 +181,15 @@ def make_synthetic_sessions(
     pop /= pop.sum(1, keepdims=True)
     pop_cdf = np.cumsum(pop, 1)
     pop_cdf[:, -1] = 1.0
+    return members, interest_of, pop, pop_cdf
 
-    # 2. successors: per item, out_degree distinct items of its group (not itself),
-    # drawn by popularity (Gumbel top-k on log-popularity, vectorised).
+
+def _successors(rng: np.random.Generator, members: np.ndarray, interest_of: np.ndarray,
+                pop: np.ndarray, out_degree: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Per item, ``out_degree`` distinct items of its group (not itself), drawn by
+    popularity (Gumbel top-k on log-popularity, vectorised), and the CDF of
+    choosing the r-th successor (:math:`\propto 1/r`)."""
+    num_items = interest_of.size - 1
     item_group = interest_of[1:]                          # [num_items]
     logp = np.log(np.maximum(pop[item_group], 1e-300))    # [num_items, K]
     logp[pop[item_group] == 0] = -np.inf
@@ -166,42 +202,39 @@ def make_synthetic_sessions(
     succ_p = 1.0 / np.arange(1, out_degree + 1)
     succ_cdf = np.cumsum(succ_p / succ_p.sum())
     succ_cdf[-1] = 1.0
+    return successors, succ_cdf
 
-    # 3. sessions, vectorised over sessions, one step per click position.
-    S = num_train_sessions + num_test_sessions
-    lengths = np.minimum(2 + rng.poisson(mean_length - 2, S), max_length)
+
+def _walk(rng: np.random.Generator, members: np.ndarray, interest_of: np.ndarray,
+          pop_cdf: np.ndarray, successors: np.ndarray, succ_cdf: np.ndarray,
+          opts: Dict[str, Any]) -> Tuple[np.ndarray, np.ndarray]:
+    """All sessions, vectorised over sessions, one step per click position:
+    (clicks ``[S, max_length]``, lengths ``[S]``)."""
+    G, max_length = members.shape[0], opts['max_length']
+    revisit_p, switch_p, jump_p = opts['revisit_prob'], opts['switch_prob'], opts['jump_prob']
+    S = opts['num_train_sessions'] + opts['num_test_sessions']
+    lengths = np.minimum(2 + rng.poisson(opts['mean_length'] - 2, S), max_length)
     first = rng.integers(0, G, S)
     second = (first + rng.integers(1, max(G, 2), S)) % G if G > 1 else first.copy()
-    two = (rng.random(S) < two_interest_prob) & (G > 1)
+    two = (rng.random(S) < opts['two_interest_prob']) & (G > 1)
     clicks = np.zeros((S, max_length), dtype=np.int64)
     clicks[:, 0] = members[first, _sample_rank(rng, pop_cdf[first])]
     rows = np.arange(S)
+    out_degree = successors.shape[1]
     for t in range(1, max_length):
         cur = clicks[:, t - 1]
         g_cur = interest_of[cur]
         nxt = successors[cur, _sample_rank(rng, np.broadcast_to(succ_cdf, (S, out_degree)))]
         u = rng.random(S)
-        jump = (u >= revisit_prob + switch_prob) & (u < revisit_prob + switch_prob
-                                                     + jump_prob)
+        jump = (u >= revisit_p + switch_p) & (u < revisit_p + switch_p + jump_p)
         jumped = members[g_cur, _sample_rank(rng, pop_cdf[g_cur])]
         nxt = np.where(jump, jumped, nxt)
-        switch = two & (u >= revisit_prob) & (u < revisit_prob + switch_prob)
+        switch = two & (u >= revisit_p) & (u < revisit_p + switch_p)
         other = np.where(g_cur == first, second, first)
         switched = members[other, _sample_rank(rng, pop_cdf[other])]
         nxt = np.where(switch, switched, nxt)
-        revisit = (u < revisit_prob) & (t >= 2)
+        revisit = (u < revisit_p) & (t >= 2)
         earlier = clicks[rows, (rng.random(S) * (t - 1)).astype(np.int64)]  # not cur's slot
         nxt = np.where(revisit, earlier, nxt)
         clicks[:, t] = nxt
-
-    all_sessions = [row[:n].tolist() for row, n in zip(clicks, lengths)]
-    train = all_sessions[:num_train_sessions]
-    seen = np.zeros(num_items + 1, dtype=bool)
-    seen[clicks[:num_train_sessions][np.arange(max_length)[None, :]
-                                     < lengths[:num_train_sessions, None]]] = True
-    test = []
-    for s in all_sessions[num_train_sessions:]:  # SR-GNN protocol: unseen items out
-        kept = [i for i in s if seen[i]]
-        if len(kept) >= 2:
-            test.append(kept)
-    return train, test
+    return clicks, lengths
