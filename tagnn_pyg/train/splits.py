@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from .config import TrainConfig
 
@@ -76,7 +76,6 @@ def make_splits(
             in date order.
     """
     from ..data.sequences import expand_prefixes
-    from ..data.split import random_prefix_split, temporal_session_split
 
     notes: List[str] = []
     if train_sessions is None and train is None:
@@ -97,29 +96,7 @@ def make_splits(
             return train[len(train) - cfg.max_train:]
         return train
 
-    valid = None
-    used_sessions = sessions
-    if cfg.protocol == 'paper':
-        train = sequences()
-        notes.append("papers' protocol: no validation split, all training sequences used")
-    elif cfg.valid == 'temporal':
-        if sessions is None:
-            raise ValueError(
-                "the temporal validation split needs whole training sessions "
-                "(all_train_seq.txt), but only prefix-expanded sequences (train.txt) "
-                "are available; use the random prefix split (valid='random', "
-                "--valid random)")
-        tr, va = temporal_session_split(sessions, cfg.valid_fraction)
-        train, valid = expand_prefixes(tr), expand_prefixes(va)
-        used_sessions = list(tr)
-        notes.append(f"validation: the most recent {len(va)} of {len(sessions)} training "
-                     f"sessions ({cfg.valid_fraction:.0%}), whole sessions")
-    else:
-        train, valid = random_prefix_split(sequences(), cfg.valid_fraction, seed=cfg.seed)
-        used_sessions = None  # the random split cuts sessions
-        notes.append(f"validation: random {cfg.valid_fraction:.0%} of the training "
-                     f"sequences (released --validation; prefixes of one session can "
-                     f"fall on both sides)")
+    train, valid, used_sessions = _split_train(cfg, sessions, sequences, notes)
     if valid is not None and cfg.max_valid is not None and len(valid) > cfg.max_valid:
         valid = valid[len(valid) - cfg.max_valid:]
         notes.append(f"validation capped to its last {cfg.max_valid} sequences")
@@ -129,3 +106,31 @@ def make_splits(
     return Splits(train=train, valid=valid, test=test, notes=notes,
                   train_sessions=used_sessions)
 
+
+def _split_train(cfg: TrainConfig, sessions: Optional[List[List[int]]],
+                 sequences: Callable[[], Any], notes: List[str]
+                 ) -> Tuple[Any, Any, Optional[List[List[int]]]]:
+    """(training sequences, validation sequences or ``None``, the whole sessions
+    the training sequences come from or ``None``) under ``cfg``'s protocol."""
+    from ..data.sequences import expand_prefixes
+    from ..data.split import random_prefix_split, temporal_session_split
+
+    if cfg.protocol == 'paper':
+        notes.append("papers' protocol: no validation split, all training sequences used")
+        return sequences(), None, sessions
+    if cfg.valid == 'temporal':
+        if sessions is None:
+            raise ValueError(
+                "the temporal validation split needs whole training sessions "
+                "(all_train_seq.txt), but only prefix-expanded sequences (train.txt) "
+                "are available; use the random prefix split (valid='random', "
+                "--valid random)")
+        tr, va = temporal_session_split(sessions, cfg.valid_fraction)
+        notes.append(f"validation: the most recent {len(va)} of {len(sessions)} training "
+                     f"sessions ({cfg.valid_fraction:.0%}), whole sessions")
+        return expand_prefixes(tr), expand_prefixes(va), list(tr)
+    train, valid = random_prefix_split(sequences(), cfg.valid_fraction, seed=cfg.seed)
+    notes.append(f"validation: random {cfg.valid_fraction:.0%} of the training "
+                 f"sequences (released --validation; prefixes of one session can "
+                 f"fall on both sides)")
+    return train, valid, None  # the random split cuts sessions
