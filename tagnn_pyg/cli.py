@@ -64,6 +64,13 @@ class LoadedData:
     num_items: int
     item_ids: Optional[List[Any]] = None
     source: str = ''
+    fingerprint: Optional[str] = None
+
+    def identity(self) -> Dict[str, Any]:
+        """What a checkpoint records of its training data (item count, id
+        mapping hash, fingerprint)."""
+        from .data.fingerprint import data_identity
+        return data_identity(self.num_items, self.item_ids, self.fingerprint, self.source)
 
 
 def _read_item_ids(folder: Path) -> Optional[List[Any]]:
@@ -126,10 +133,11 @@ def _builtin_folder(name: str, root_dir: Path) -> Path:
         f"'{PROG} prepare {kind} {log_name} {root_dir / name}'")
 
 
-def load_data(data: str, root: Optional[str] = None) -> LoadedData:
+def load_data(data: str, root: Optional[str] = None, limits: Any = None) -> LoadedData:
     """Resolve ``--data``: an SR-GNN/prepared folder, or a built-in name
     (``synthetic``, ``diginetica``, ``yoochoose1_64``, ``yoochoose1_4``) looked up
-    under ``root`` (default ``./data``)."""
+    under ``root`` (default ``./data``); ``limits``: the
+    :class:`~tagnn_pyg.data.limits.LoadLimits` (default bounds when ``None``)."""
     from .data.srgnn_format import read_srgnn_folder
 
     root_dir = Path(root) if root is not None else Path(DEFAULT_ROOT)
@@ -145,22 +153,27 @@ def load_data(data: str, root: Optional[str] = None) -> LoadedData:
         if not folder.is_dir():
             raise UserError(f"--data {data!r} is a file; expected a folder in the "
                             f"SR-GNN format (all_train_seq.txt or train.txt, test.txt)")
-    srgnn = read_srgnn_folder(folder)
+    srgnn = read_srgnn_folder(folder, limits=limits)
     return LoadedData(name=data, train_sessions=srgnn.train_sessions, train=srgnn.train,
                       test=srgnn.test, num_items=srgnn.num_items,
-                      item_ids=_read_item_ids(folder), source=str(folder))
+                      item_ids=_read_item_ids(folder), source=str(folder),
+                      fingerprint=srgnn.fingerprint)
 
 
-def _check_items_fit(data: LoadedData, num_items: int, ckpt: str,
-                     item_ids: Optional[List[Any]] = None) -> None:
-    if item_ids is not None and data.item_ids is not None \
-            and [str(v) for v in data.item_ids] != [str(v) for v in item_ids]:
-        raise UserError(f"data {data.name!r} numbers its items differently from "
-                        f"checkpoint {ckpt} (their item_ids mappings differ)")
+def _check_trained_on(data: LoadedData, ckpt: Dict[str, Any], path: str,
+                      allow_other_data: bool) -> None:
+    """Refuse data the checkpoint was not trained on (unless allowed), and data
+    it cannot score at all."""
+    from .checkpoint import check_trained_on
+
+    note = check_trained_on(ckpt, data.identity(), path, allow_other_data)
+    if note:
+        logger.warning('%s: warning: %s', PROG, note)
+    num_items = int(ckpt['num_items'])
     if data.num_items > num_items:
         raise UserError(f"data {data.name!r} holds item ids up to {data.num_items - 1}, "
-                        f"but checkpoint {ckpt} knows ids 1..{num_items - 1}: "
-                        f"it was trained on other data")
+                        f"but checkpoint {path} knows ids 1..{num_items - 1}: "
+                        f"it cannot score them, even with --allow-other-data")
 
 
 # ------------------------------------------------------------------- arguments
@@ -174,6 +187,10 @@ def _int_list(text: str) -> List[int]:
             f"expected comma-separated integers like 5,10,20, got {text!r}") from None
     if not values:
         raise argparse.ArgumentTypeError(f"expected at least one integer, got {text!r}")
+    bad = [v for v in values if v < 1]
+    if bad:
+        raise argparse.ArgumentTypeError(
+            f"expected positive cut-offs like 5,10,20, got {bad[0]} in {text!r}")
     return values
 
 
@@ -210,6 +227,8 @@ def _add_data(p: argparse.ArgumentParser, required: bool = True) -> None:
                         + ', '.join(BUILTIN_DATA))
     p.add_argument('--root', default=None,
                    help=f"folder of the built-in data sets (default ./{DEFAULT_ROOT})")
+    from .data.limits import add_limit_arguments
+    add_limit_arguments(p)
 
 
 def _add_runtime(p: argparse.ArgumentParser) -> None:
@@ -258,6 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--out', required=True, metavar='RUN_DIR', help='run directory')
     p.add_argument('--resume', action='store_true',
                    help='continue the run in RUN_DIR from last.pt')
+    p.add_argument('--overwrite', action='store_true',
+                   help='replace the run already in RUN_DIR (its files are removed)')
     p.add_argument('--epochs', type=_positive_int, default=None)
     p.add_argument('--batch-size', type=_positive_int, default=None)
     p.add_argument('--lr', type=float, default=None)
@@ -300,6 +321,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--batch-size', type=_positive_int, default=100)
     p.add_argument('--ks', type=_int_list, default=None)
     p.add_argument('--out', default=None, metavar='FILE', help='metrics JSON file')
+    p.add_argument('--allow-other-data', action='store_true',
+                   help='evaluate even if the data is not what the checkpoint was '
+                        'trained on (item count, id mapping, data fingerprint)')
     _add_runtime(p)
     _add_common(p)
 
@@ -310,6 +334,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('-k', '--top-k', dest='k', type=_positive_int, default=20)
     p.add_argument('--drop-unknown', action='store_true',
                    help='drop ids the model does not know (with a warning)')
+    _add_data(p, required=False)
+    p.add_argument('--allow-other-data', action='store_true',
+                   help='with --data: use it even if it is not what the checkpoint was '
+                        'trained on')
     p.add_argument('--device', default='cpu')
     _add_common(p)
 
@@ -387,12 +415,24 @@ def _train_config(args: argparse.Namespace, base: Dict[str, Any]) -> Any:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    """``tagnn-pyg train``."""
+    """``tagnn-pyg train``: owns RUN_DIR (lock) before anything else."""
+    from .utils.lock import FolderLock
+
+    with FolderLock(args.out, 'train'):
+        return _train(args)
+
+
+def _train(args: argparse.Namespace) -> int:
     from .checkpoint import load_checkpoint
+    from .data.limits import limits_from_args
     from .models import MODELS
     from .train import Trainer, make_splits, seed_everything
+    from .utils.rundir import check_new_run
 
     out = Path(args.out)
+    limits = limits_from_args(args)
+    if not args.resume:
+        check_new_run(out, args.overwrite)
     preset_name = args.preset
     model_kwargs: Dict[str, Any] = {}
     base: Dict[str, Any] = {}
@@ -423,11 +463,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     for key, value in args.model_arg:
         model_kwargs[key] = value
     cfg = _train_config(args, base)
-    if out.exists() and (out / 'last.pt').exists() and not args.resume:
-        logger.warning('%s already holds a run; it will be overwritten (use --resume '
-                       'to continue it)', out)
 
-    data = load_data(args.data, args.root)
+    data = load_data(args.data, args.root, limits)
     splits = make_splits(cfg, train=data.train, test=data.test,
                          train_sessions=data.train_sessions)
     for note in splits.notes:
@@ -440,8 +477,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     extra = {'data': data.name, 'data_source': data.source, 'preset': preset_name,
              'split_notes': splits.notes}
     trainer = Trainer(model, cfg, out_dir=out, model_name=model_name,
-                      item_ids=data.item_ids, extra=extra)
-    result = trainer.fit(splits.train, splits.valid, splits.test, resume=args.resume)
+                      item_ids=data.item_ids, extra=extra, data_identity=data.identity())
+    result = trainer.fit(splits.train, splits.valid, splits.test, resume=args.resume,
+                         overwrite=args.overwrite)
     _print_train_summary(result, out)
     return 0
 
@@ -481,12 +519,14 @@ def _load_model(path: str, device: str) -> tuple:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """``tagnn-pyg evaluate``."""
+    from .data.limits import limits_from_args
     from .train import TrainConfig, evaluate, make_splits
 
     _setup_runtime(args)
+    limits = limits_from_args(args)
     ckpt, model, dev = _load_model(args.checkpoint, args.device or 'auto')
-    data = load_data(args.data, args.root)
-    _check_items_fit(data, int(ckpt['num_items']), args.checkpoint, ckpt.get('item_ids'))
+    data = load_data(args.data, args.root, limits)
+    _check_trained_on(data, ckpt, args.checkpoint, args.allow_other_data)
     saved = TrainConfig.from_dict(ckpt['train_config'])
     ks = tuple(args.ks) if args.ks else saved.ks
     if args.split == 'valid':
@@ -536,8 +576,13 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     import torch
 
     from .data.batching import build_session_batch
+    from .data.limits import limits_from_args
 
+    limits = limits_from_args(args)
     ckpt, model, dev = _load_model(args.checkpoint, args.device)
+    if args.data is not None:
+        _check_trained_on(load_data(args.data, args.root, limits), ckpt, args.checkpoint,
+                          args.allow_other_data)
     num_items = int(ckpt['num_items'])
     item_ids = ckpt.get('item_ids')
     raw = _parse_items(args.items)
@@ -593,8 +638,10 @@ def cmd_baseline(args: argparse.Namespace) -> int:
                  'valid_fraction': args.valid_fraction, 'max_train': args.max_train,
                  'max_valid': args.max_valid, 'max_test': args.max_test,
                  'ks': tuple(args.ks) if args.ks else None, 'seed': args.seed}
+    from .data.limits import limits_from_args
+
     cfg = TrainConfig(**{k: v for k, v in overrides.items() if v is not None})
-    data = load_data(args.data, args.root)
+    data = load_data(args.data, args.root, limits_from_args(args))
     splits = make_splits(cfg, train=data.train, test=data.test,
                          train_sessions=data.train_sessions)
     fit_on = splits.train_sessions if splits.train_sessions is not None else splits.train
@@ -662,7 +709,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     trainer = Trainer(model, cfg, out_dir=args.out, model_name=args.model,
                       extra={'data': 'synthetic', 'data_source': str(folder),
                              'preset': None, 'split_notes': splits.notes})
-    result = trainer.fit(splits.train, splits.valid, splits.test)
+    result = trainer.fit(splits.train, splits.valid, splits.test, overwrite=True)
     print("[3/3] baselines POP and S-POP (fitted on the same training sessions) ...",
           flush=True)
     rows = [(args.model.upper(), result['test'])]
@@ -698,15 +745,18 @@ def _user_errors() -> tuple:
     """Exception types that a user's input causes (printed as one line)."""
     from .checkpoint import CheckpointError
     from .train import NonFiniteLossError
-    return (UserError, CheckpointError, NonFiniteLossError, FileNotFoundError,
-            NotADirectoryError, IsADirectoryError, PermissionError, ValueError, KeyError)
+    from .utils.lock import FolderLockedError
+    from .utils.rundir import RunExistsError
+    return (UserError, CheckpointError, NonFiniteLossError, FolderLockedError,
+            RunExistsError, OSError, EOFError, ValueError, KeyError)
 
 
 def _message(err: BaseException) -> str:
     if isinstance(err, KeyError) and err.args:
         text = str(err.args[0])
     elif isinstance(err, OSError) and err.filename and err.strerror:
-        text = f"{err.strerror}: {err.filename}"
+        from .utils.io import describe_os_error
+        text = describe_os_error(err)
     else:
         text = str(err) or type(err).__name__
     return ' '.join(text.split())  # one line
