@@ -203,8 +203,10 @@ class Trainer:
             raise ValueError("resume=True needs out_dir (where last.pt lives)")
         try:
             if self.out_dir is not None:
-                self._own_run_dir(resume, overwrite)
-                self._open_logs()
+                notes = self._own_run_dir(resume, overwrite)
+                self._open_logs()  # after a new run cleared the old train.log
+                for note in notes:
+                    logger.warning('%s', note)
             seed_everything(cfg.seed)
             if resume:
                 self._resume()
@@ -229,23 +231,27 @@ class Trainer:
             self._close_logs()
             self._release_run_dir()
 
-    def _own_run_dir(self, resume: bool, overwrite: bool) -> None:
+    def _own_run_dir(self, resume: bool, overwrite: bool) -> List[str]:
         """Lock ``out_dir`` for this run, remove temporaries a killed run left,
-        and (for a new run) refuse or clear an existing run."""
+        and (for a new run) refuse or clear an existing run; returns what to log."""
         from ..utils.io import remove_stale_temporaries
         from ..utils.lock import FolderLock
         from ..utils.rundir import start_new_run
 
         assert self.out_dir is not None
         self._lock = FolderLock(self.out_dir, 'train').acquire()
-        if self._lock.took_over:
-            logger.warning('took over the lock of %s from pid %s on host %s, which '
-                           'died holding it', self.out_dir, self._lock.took_over.get('pid'),
-                           self._lock.took_over.get('host'))
-        for stale in remove_stale_temporaries(self.out_dir):
-            logger.info('removed %s, left by an interrupted write', stale)
-        if not resume:
-            start_new_run(self.out_dir, overwrite)
+        notes = []
+        owner = self._lock.took_over
+        if owner:
+            notes.append(f"took over the lock of {self.out_dir} from pid {owner.get('pid')} "
+                         f"on host {owner.get('host')}, which died holding it")
+        notes += [f"removed {stale}, left by an interrupted write"
+                  for stale in remove_stale_temporaries(self.out_dir)]
+        replaced = start_new_run(self.out_dir, overwrite) if not resume else []
+        if replaced:
+            notes.append(f"replaced the run in {self.out_dir} (removed "
+                         f"{', '.join(p.name for p in replaced)})")
+        return notes
 
     def _release_run_dir(self) -> None:
         if self._lock is not None:
