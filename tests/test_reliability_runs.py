@@ -370,3 +370,10 @@ def test_diverging_loss_warns(tmp_path, caplog):
     assert result['warnings'] and 'times the starting loss' in result['warnings'][0]
     trainer, sp = _tiny_trainer(tmp_path / 'ok')
     assert 'warnings' not in trainer.fit(sp.train, sp.valid, sp.test)
+
+
+def test_a_failed_command_leaves_no_empty_run_dir(tmp_path, capsys):
+    out = tmp_path / 'never'
+    _error_line(capsys, main(['train', '--data', str(tmp_path / 'no-data'), '--model',
+                              'srgnn', '--out', str(out)]))
+    assert not out.exists()

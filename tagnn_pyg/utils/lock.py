@@ -105,6 +105,7 @@ class FolderLock:
         self.took_over: Optional[Dict[str, Any]] = None
         self._fd: Optional[int] = None
         self._depth = 0
+        self._created = False
 
     @property
     def key(self) -> str:
@@ -121,6 +122,7 @@ class FolderLock:
             FolderLockedError: a live process owns the folder.
             OSError: the folder cannot be created or written.
         """
+        created = not self.folder.exists()
         self.folder.mkdir(parents=True, exist_ok=True)
         with _held_guard:
             held = _held.get(self.key)
@@ -130,6 +132,7 @@ class FolderLock:
             previous = read_owner(self.folder)
             self._fd = self._lock_flock() if fcntl is not None else self._lock_exclusive()
             self._depth = 1
+            self._created = created
             _held[self.key] = self
         if previous and previous.get('pid') != os.getpid():
             self.took_over = previous  # left by an owner that died holding it
@@ -160,6 +163,20 @@ class FolderLock:
         finally:
             if fd is not None:
                 os.close(fd)  # closing drops the flock
+        self._remove_if_unused()
+
+    def _remove_if_unused(self) -> None:
+        """Remove the folder this lock created if nothing but the lock file was
+        put in it (a command that failed before writing anything)."""
+        if not self._created:
+            return
+        try:
+            if {p.name for p in self.folder.iterdir()} <= {LOCK_NAME}:
+                if self.path.exists():
+                    os.unlink(self.path)
+                self.folder.rmdir()
+        except OSError:
+            pass
 
     def __enter__(self) -> 'FolderLock':
         return self.acquire()
