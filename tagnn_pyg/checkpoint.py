@@ -27,6 +27,11 @@ executed on load). Its keys:
 ``best_state_dict``          in ``last.pt``: the best weights so far when they are
                              not the current ones (``None`` otherwise), so that
                              ``last.pt`` alone suffices to resume
+``data``                     what the model was trained on
+                             (:func:`tagnn_pyg.data.fingerprint.data_identity`:
+                             item count, SHA-256 of the id mapping, data
+                             fingerprint); optional: checkpoints written before
+                             it existed load, and :func:`check_trained_on` warns
 ============================ ==================================================
 """
 from __future__ import annotations
@@ -58,6 +63,10 @@ class CheckpointError(ValueError):
     the file and what is wrong."""
 
 
+class DataMismatchError(CheckpointError):
+    """The data given is not what the checkpoint was trained on."""
+
+
 def atomic_torch_save(obj: Any, path: PathLike) -> Path:
     """Write ``obj`` with :func:`torch.save` to ``path`` atomically.
 
@@ -71,14 +80,35 @@ def atomic_torch_save(obj: Any, path: PathLike) -> Path:
 
     Returns:
         The destination as a :class:`~pathlib.Path`.
+
+    Raises:
+        OSError: of the original kind (``ENOSPC``, ``EACCES``, ...) naming
+            ``path``, also when torch reports the failed write as its own
+            ``RuntimeError``; ``path`` is unchanged.
     """
-    from .utils.io import atomic_writer
+    from .utils.io import atomic_writer, renamed_os_error
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_writer(path, 'wb') as f:
-        torch.save(obj, f)
+        try:
+            torch.save(obj, f)
+        except RuntimeError as err:  # torch's writer hides the OSError it met
+            cause = _os_error_in(err)
+            if cause is None:
+                raise
+            raise renamed_os_error(cause, path) from None
     return path
+
+
+def _os_error_in(err: BaseException) -> Optional[OSError]:
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError):
+            return err
+        err = err.__cause__ or err.__context__
+    return None
 
 
 # --------------------------------------------------------------------------- RNG
@@ -152,6 +182,7 @@ def make_checkpoint(
     generator: Optional[torch.Generator] = None,
     extra: Optional[Dict[str, Any]] = None,
     best_state_dict: Optional[Mapping[str, torch.Tensor]] = None,
+    data: Optional[Mapping[str, Any]] = None,
 ) -> Dict[str, Any]:
     """Assemble a checkpoint dictionary (see the module docstring).
 
@@ -182,6 +213,7 @@ def make_checkpoint(
         'extra': dict(extra or {}),
         'best_state_dict': ({k: v.detach().cpu() for k, v in best_state_dict.items()}
                             if best_state_dict is not None else None),
+        'data': dict(data) if data is not None else None,
     }
 
 
@@ -216,17 +248,34 @@ def load_checkpoint(path: PathLike, map_location: Union[str, torch.device] = 'cp
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        match = re.search(r'(Unsupported global: GLOBAL \S+|Unsupported operand \S+)', str(err))
-        why = match.group(1) if match else _first_line(err)
         raise CheckpointError(
-            f"checkpoint {path} could not be loaded safely with weights_only=True: "
-            f"it holds objects other than tensors and plain containers ({why})") from err
+            f"checkpoint {path} could not be loaded safely: the safe loader refused "
+            f"{_refused_what(err)} (only tensors and plain containers are allowed; "
+            f"nothing was run)") from None
     except Exception as err:  # truncated archive, bad records, ...
         raise CheckpointError(
             f"checkpoint {path} could not be read (corrupt or truncated): "
-            f"{_first_line(err)}") from err
+            f"{_load_failure(err)}") from err
     check_checkpoint(ckpt, path)
     return ckpt
+
+
+def _refused_what(err: BaseException) -> str:
+    """What torch's weights-only unpickler refused, without its advice to load
+    unsafely."""
+    text = str(err)
+    match = re.search(r'GLOBAL ([\w.]+)', text)
+    if match:
+        return f"the global {match.group(1)}"
+    match = re.search(r'(Unsupported operand \S+|Unsupported class \S+)', text)
+    if match:
+        return f"something it cannot load safely ({match.group(1)})"
+    return "something it cannot load safely"
+
+
+def _load_failure(err: BaseException) -> str:
+    why = _first_line(err)
+    return _refused_what(err) if 'weights_only' in why else why
 
 
 def _first_line(err: BaseException) -> str:
@@ -273,6 +322,45 @@ def config_with_defaults(model_cls: type, config: Mapping[str, Any],
     return out
 
 
+def check_trained_on(ckpt: Mapping[str, Any], given: Mapping[str, Any],
+                     path: PathLike = '<checkpoint>', allow_other_data: bool = False
+                     ) -> Optional[str]:
+    """Refuse data the checkpoint was not trained on.
+
+    Args:
+        ckpt (dict): from :func:`load_checkpoint`.
+        given (dict): :func:`~tagnn_pyg.data.fingerprint.data_identity` of the
+            data at hand.
+        path (str or PathLike, optional): the checkpoint file, for messages.
+        allow_other_data (bool, optional): report a difference as a warning
+            instead of refusing.
+
+    Returns:
+        str or None: a warning (a checkpoint written before data fingerprints,
+        or an allowed difference), or ``None``.
+
+    Raises:
+        DataMismatchError: naming every difference, unless ``allow_other_data``.
+    """
+    from .data.fingerprint import data_identity, identity_differences
+
+    trained = ckpt.get('data')
+    note = None
+    if trained is None:  # written before checkpoints recorded their data
+        trained = data_identity(int(ckpt['num_items']), ckpt.get('item_ids'))
+        note = (f"checkpoint {path} does not record the data it was trained on "
+                f"(written by tagnn-pyg {ckpt.get('tagnn_pyg_version', '?')}): only its "
+                f"item count and id mapping can be checked")
+    diff = identity_differences(trained, given)
+    if not diff:
+        return note
+    what = '; '.join(diff)
+    if not allow_other_data:
+        raise DataMismatchError(f"checkpoint {path} was trained on other data: {what} "
+                                f"(use --allow-other-data to use it anyway)")
+    return f"checkpoint {path} was trained on other data ({what}); used anyway"
+
+
 def build_model(ckpt: Mapping[str, Any], path: PathLike = '<checkpoint>',
                 device: Union[str, torch.device, None] = None) -> torch.nn.Module:
     """Rebuild the model stored in a checkpoint and load its weights.
@@ -311,7 +399,9 @@ def build_model(ckpt: Mapping[str, Any], path: PathLike = '<checkpoint>',
 __all__ = [
     'FORMAT_VERSION',
     'CheckpointError',
+    'DataMismatchError',
     'atomic_torch_save',
+    'check_trained_on',
     'get_rng_state',
     'set_rng_state',
     'make_checkpoint',

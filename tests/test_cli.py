@@ -220,7 +220,7 @@ def test_more_user_errors(run_dir, data_dir, tmp_path, capsys):
     big = write_srgnn_folder(tmp_path / 'big', big_train, big_test)
     line = _one_error_line(capsys, main(['evaluate', '--checkpoint',
                                          str(run_dir / 'best.pt'), '--data', str(big)]))
-    assert 'it was trained on other data' in line
+    assert 'was trained on other data: item count' in line
     # resume without a run
     line = _one_error_line(capsys, main(['train', '--data', str(data_dir), '--model',
                                          'srgnn', '--out', str(tmp_path / 'none'),

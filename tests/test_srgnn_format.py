@@ -61,7 +61,8 @@ def test_round_trip_hand_made(tmp_path):
     train = [[1, 2, 3], [2, 4], [5, 1, 5, 6]]
     test = [[2, 3, 7], [1, 1]]
     out = write_srgnn_folder(tmp_path / 'ds', train, test)
-    assert sorted(os.listdir(out)) == ['all_train_seq.txt', 'test.txt', 'train.txt']
+    assert sorted(os.listdir(out)) == ['all_train_seq.txt', 'manifest.json', 'test.txt',
+                                       'train.txt']
     with open(out / 'all_train_seq.txt', 'rb') as f:
         assert pickle.load(f) == train
     with open(out / 'train.txt', 'rb') as f:
@@ -76,8 +77,9 @@ def test_round_trip_hand_made(tmp_path):
     assert data.test.to_lists() == [[2, 3], [2], [1]]
     assert data.test.targets.tolist() == [7, 3, 1]
     assert data.num_items == 8  # id 7 only in the test set, plus padding
-    # train.txt only (the released code's input)
+    # train.txt only (the released code's input), as a foreign folder (no manifest)
     os.remove(out / 'all_train_seq.txt')
+    os.remove(out / 'manifest.json')
     d2 = read_srgnn_folder(out)
     assert d2.train_sessions is None and d2.train.equals(data.train)
 

@@ -44,13 +44,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _user_errors() -> tuple:
-    """Exception types that a user's input causes (printed as one line)."""
-    errors: tuple = (UserError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
-                     PermissionError, ValueError, KeyError)
-    if 'tagnn_pyg.checkpoint' in sys.modules:
-        errors += (sys.modules['tagnn_pyg.checkpoint'].CheckpointError, )
-    if 'tagnn_pyg.train.trainer' in sys.modules:
-        errors += (sys.modules['tagnn_pyg.train.trainer'].NonFiniteLossError, )
+    """Exception types that a user's input or environment causes (printed as one
+    line); the library's own error types are taken from the modules that raised
+    them, when they were imported."""
+    errors: tuple = (UserError, OSError, EOFError, ValueError, KeyError)
+    for module, name in (('tagnn_pyg.checkpoint', 'CheckpointError'),
+                         ('tagnn_pyg.train.trainer', 'NonFiniteLossError'),
+                         ('tagnn_pyg.utils.lock', 'FolderLockedError'),
+                         ('tagnn_pyg.utils.rundir', 'RunExistsError')):
+        if module in sys.modules:
+            errors += (getattr(sys.modules[module], name), )
     return errors
 
 
@@ -58,7 +61,8 @@ def _message(err: BaseException) -> str:
     if isinstance(err, KeyError) and err.args:
         text = str(err.args[0])
     elif isinstance(err, OSError) and err.filename and err.strerror:
-        text = f"{err.strerror}: {err.filename}"
+        from ..utils.io import describe_os_error
+        text = describe_os_error(err)
     else:
         text = str(err) or type(err).__name__
     return ' '.join(text.split())  # one line

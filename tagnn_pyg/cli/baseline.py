@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     from ..train import TrainConfig, describe_protocol, evaluate, make_splits
 
     cfg = TrainConfig(**config_overrides(args, args._config_fields))
-    data = load_data(args.data, args.root)
+    data = load_data(args)
     splits = make_splits(cfg, train=data.train, test=data.test,
                          train_sessions=data.train_sessions)
     fit_on = splits.train_sessions if splits.train_sessions is not None else splits.train

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
-from typing import Any, List, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 PROG = 'tagnn-pyg'
 #: Built-in data set names (kept here, torch-free, for ``--help``; equal to
@@ -54,9 +55,13 @@ def int_list(text: str) -> Tuple[int, ...]:
         raise argparse.ArgumentTypeError(
             f"expected comma-separated positive integers like 5,10,20, got {text!r}"
         ) from None
-    if not values or any(v < 1 for v in values):
+    if not values:
         raise argparse.ArgumentTypeError(
             f"expected comma-separated positive integers like 5,10,20, got {text!r}")
+    bad = [v for v in values if v < 1]
+    if bad:
+        raise argparse.ArgumentTypeError(
+            f"expected positive cut-offs like 5,10,20, got {bad[0]} in {text!r}")
     return values
 
 
@@ -98,6 +103,8 @@ def add_data(p: argparse.ArgumentParser, required: bool = True) -> None:
                         + ', '.join(BUILTIN_DATA))
     p.add_argument('--root', default=None, metavar='DIR',
                    help=f"folder of the built-in data sets (default: ./{DEFAULT_ROOT})")
+    from ..data.limits import add_limit_arguments  # torch-free
+    add_limit_arguments(p)
 
 
 def add_runtime(p: argparse.ArgumentParser, device: str = 'auto') -> None:
@@ -114,24 +121,30 @@ def setup_threads(threads: Optional[int]) -> None:
         torch.set_num_threads(threads)
 
 
-def check_items_fit(data: Any, num_items: int, ckpt: str,
-                    item_ids: Optional[List[Any]] = None) -> None:
-    r"""Refuse data whose item numbering the checkpoint ``ckpt`` does not know."""
-    if item_ids is not None and data.item_ids is not None \
-            and [str(v) for v in data.item_ids] != [str(v) for v in item_ids]:
-        raise UserError(f"data {data.name!r} numbers its items differently from "
-                        f"checkpoint {ckpt} (their item_ids mappings differ)")
+def check_trained_on(data: Any, ckpt: Dict[str, Any], path: str,
+                     allow_other_data: bool) -> None:
+    r"""Refuse data the checkpoint ``path`` was not trained on (item count, id
+    mapping, data fingerprint) unless ``allow_other_data``, and data it cannot
+    score at all."""
+    from ..checkpoint import check_trained_on as check
+
+    note = check(ckpt, data.identity(), path, allow_other_data)
+    if note:
+        logging.getLogger('tagnn_pyg.cli').warning('%s: warning: %s', PROG, note)
+    num_items = int(ckpt['num_items'])
     if data.num_items > num_items:
         raise UserError(f"data {data.name!r} holds item ids up to {data.num_items - 1}, "
-                        f"but checkpoint {ckpt} knows ids 1..{num_items - 1}: "
-                        f"it was trained on other data")
+                        f"but checkpoint {path} knows ids 1..{num_items - 1}: "
+                        f"it cannot score them, even with --allow-other-data")
 
 
-def load_data(data: str, root: Optional[str] = None) -> Any:
-    r""":func:`tagnn_pyg.data.loading.load_session_data`, with its errors as
-    :class:`UserError`."""
+def load_data(args: argparse.Namespace, data: Optional[str] = None,
+              root: Optional[str] = None) -> Any:
+    r""":func:`tagnn_pyg.data.loading.load_session_data` of ``--data`` / ``--root``
+    (or the ``data`` / ``root`` given) within the ``--max-*`` limits."""
+    from ..data.limits import limits_from_args
     from ..data.loading import load_session_data
-    return load_session_data(data, root)
+    return load_session_data(data or args.data, root or args.root, limits_from_args(args))
 
 
 def write_json(path: Any, obj: Any) -> None:

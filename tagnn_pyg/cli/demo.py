@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     trainer = Trainer(model, cfg, out_dir=args.out, model_name=args.model,
                       extra={'data': 'synthetic', 'data_source': data.source,
                              'preset': None, 'split_notes': splits.notes})
-    result = trainer.fit(splits.train, splits.valid, splits.test)
+    result = trainer.fit(splits.train, splits.valid, splits.test, overwrite=True)
     print("[3/3] baselines POP and S-POP (fitted on the same training sessions) ...",
           flush=True)
     rows = [(args.model.upper(), result['test'])]

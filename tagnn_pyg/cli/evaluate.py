@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any, Tuple
 
-from .common import (UserError, add_data, add_debug, add_runtime, check_items_fit,
+from .common import (UserError, add_data, add_debug, add_runtime, check_trained_on,
                      int_list, load_data, positive_int, setup_threads, write_json)
 
 logger = logging.getLogger('tagnn_pyg.cli')
@@ -31,6 +31,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    help="cut-offs (default: the run's, usually 5,10,20)")
     p.add_argument('--out', default=None, metavar='FILE',
                    help='metrics JSON file (default: evaluate-*.json beside CKPT)')
+    p.add_argument('--allow-other-data', action='store_true',
+                   help='evaluate even if the data is not what the checkpoint was '
+                        'trained on (item count, id mapping, data fingerprint)')
     add_runtime(p)
     add_debug(p)
     p.set_defaults(run=run)
@@ -57,10 +60,13 @@ def run(args: argparse.Namespace) -> int:
     r"""``tagnn-pyg evaluate``."""
     from ..train import TrainConfig, evaluate, make_splits
 
+    from ..data.limits import limits_from_args
+
     setup_threads(args.threads)
+    limits_from_args(args)  # bad limits fail before the checkpoint is read
     ckpt, model, dev = load_model(args.checkpoint, args.device)
-    data = load_data(args.data, args.root)
-    check_items_fit(data, int(ckpt['num_items']), args.checkpoint, ckpt.get('item_ids'))
+    data = load_data(args)
+    check_trained_on(data, ckpt, args.checkpoint, args.allow_other_data)
     saved = TrainConfig.from_dict(ckpt['train_config'])
     ks = tuple(args.ks) if args.ks else saved.ks
     if args.split == 'valid':

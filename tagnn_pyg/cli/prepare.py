@@ -51,6 +51,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     c.add_argument('--no-sort', dest='sort_within_session', action='store_false',
                    default=None, help='keep file order of clicks within a session '
                                       '(default: sort by time)')
+    from ..data.limits import add_limit_arguments  # torch-free
+    add_limit_arguments(p)
     add_debug(p)
     p.set_defaults(run=run)
     return p
@@ -58,6 +60,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     r"""``tagnn-pyg prepare``: prints ``stats.json``."""
+    from ..data.limits import limits_from_args
     from ..data.preprocess import prepare
 
     opts: Dict[str, Any] = {k: getattr(args, k) for k in PROTOCOL_OPTIONS}
@@ -70,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
         if extra:
             raise UserError(f"options {extra} apply to 'csv' only")
     try:
-        stats = prepare(args.kind, args.raw_file, args.out_dir, **opts)
+        stats = prepare(args.kind, args.raw_file, args.out_dir,
+                        limits=limits_from_args(args), **opts)
     except TypeError as err:  # an option that does not apply to this kind
         raise UserError(str(err)) from err
     print(json.dumps(stats, indent=2))

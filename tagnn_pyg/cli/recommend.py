@@ -6,7 +6,8 @@ import json
 import sys
 from typing import Any, List, Optional, Tuple
 
-from .common import PROG, UserError, add_debug, positive_int
+from .common import (PROG, UserError, add_data, add_debug, check_trained_on, load_data,
+                     positive_int)
 from .evaluate import load_model
 
 
@@ -29,6 +30,10 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                         '(released_padding=True): the length the released code pads every '
                         'session to, the longest session of the data set the query belongs '
                         "to (e.g. 40 for Diginetica's test set)")
+    add_data(p, required=False)
+    p.add_argument('--allow-other-data', action='store_true',
+                   help='with --data: use it even if it is not what the checkpoint was '
+                        'trained on')
     p.add_argument('--device', default='cpu', help='cpu (default), cuda, cuda:N')
     add_debug(p)
     p.set_defaults(run=run)
@@ -70,6 +75,8 @@ def run(args: argparse.Namespace) -> int:
     from ..data.batching import build_session_batch
 
     ckpt, model, dev = load_model(args.checkpoint, args.device)
+    if args.data is not None:
+        check_trained_on(load_data(args), ckpt, args.checkpoint, args.allow_other_data)
     if getattr(model, 'released_padding', False):
         if args.pad_length is None:
             raise UserError(f"{args.checkpoint} holds a model that emulates the released "

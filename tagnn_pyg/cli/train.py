@@ -54,6 +54,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     g.add_argument('--out', required=True, metavar='RUN_DIR', help='run directory')
     g.add_argument('--resume', action='store_true',
                    help='continue the run in RUN_DIR from last.pt')
+    g.add_argument('--overwrite', action='store_true',
+                   help='replace the run already in RUN_DIR (its files are removed)')
     g.add_argument('--hidden', type=positive_int, default=None, metavar='D',
                    help='hidden size d (model argument hidden_channels; default: 100)')
     g.add_argument('--model-arg', type=model_arg, action='append', default=[],
@@ -184,21 +186,27 @@ def _settings(args: argparse.Namespace) -> Tuple[str, Optional[str], Dict[str, A
 
 
 def run(args: argparse.Namespace) -> int:
-    r"""``tagnn-pyg train``."""
+    r"""``tagnn-pyg train``: owns RUN_DIR (a lock) before anything is written."""
+    from ..utils.lock import FolderLock
+
+    with FolderLock(args.out, 'train'):
+        return _train(args)
+
+
+def _train(args: argparse.Namespace) -> int:
     from ..train.config import TrainConfig
+    from ..utils.rundir import check_new_run
 
     model_name, preset_name, model_kwargs, base, data_arg, root = _settings(args)
     cfg = TrainConfig.from_dict({**base, **config_overrides(args, args._config_fields)})
     out = Path(args.out)
-    if (out / 'last.pt').exists() and not args.resume:
-        logger.warning(
-            '%s already holds a run; it will be overwritten (use --resume to continue it)',
-            out)
+    if not args.resume:
+        check_new_run(out, args.overwrite)
 
     from ..models import MODELS
     from ..train import Trainer, make_splits, seed_everything
 
-    data = load_data(data_arg, root)
+    data = load_data(args, data_arg, root)
     splits = make_splits(cfg, train=data.train, test=data.test,
                          train_sessions=data.train_sessions)
     for note in splits.notes:
@@ -213,8 +221,9 @@ def run(args: argparse.Namespace) -> int:
     extra = {'data': data.name, 'data_source': data.source, 'preset': preset_name,
              'split_notes': splits.notes}
     trainer = Trainer(model, cfg, out_dir=out, model_name=model_name,
-                      item_ids=data.item_ids, extra=extra)
-    result = trainer.fit(splits.train, splits.valid, splits.test, resume=args.resume)
+                      item_ids=data.item_ids, extra=extra, data_identity=data.identity())
+    result = trainer.fit(splits.train, splits.valid, splits.test, resume=args.resume,
+                         overwrite=args.overwrite)
     print(summary(result, out))
     return 0
 

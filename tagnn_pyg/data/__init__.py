@@ -1,32 +1,44 @@
-"""Sessions as PyG graphs: the data contract, loaders, datasets and preprocessing."""
-from .session_data import SessionData
-from .sequences import SessionSequences, expand_prefixes
-from .safe_pickle import UnsafePickleError, safe_pickle_load
-from .srgnn_format import SRGNNData, read_srgnn_folder, write_srgnn_folder
-from .batching import build_session_batch, SessionLoader
-from .split import temporal_session_split, random_prefix_split
-from .synthetic import make_synthetic_sessions
-from .datasets import SessionDataset, Diginetica, Yoochoose, SyntheticSessions
-from .loading import LoadedData, load_session_data
+"""Sessions as PyG graphs: the data contract, loaders, datasets and preprocessing.
 
-__all__ = [
-    'SessionData',
-    'SessionSequences',
-    'expand_prefixes',
-    'UnsafePickleError',
-    'safe_pickle_load',
-    'SRGNNData',
-    'read_srgnn_folder',
-    'write_srgnn_folder',
-    'build_session_batch',
-    'SessionLoader',
-    'temporal_session_split',
-    'random_prefix_split',
-    'make_synthetic_sessions',
-    'SessionDataset',
-    'Diginetica',
-    'Yoochoose',
-    'SyntheticSessions',
-    'LoadedData',
-    'load_session_data',
-]
+The names are imported lazily (PEP 562), so that the torch-free modules of this
+package (``limits``, ``fingerprint``, ``manifest``) can be imported by the
+command line for ``--help`` without importing torch and PyG.
+"""
+from typing import Any, List
+
+_EXPORTS = {
+    'SessionData': 'session_data',
+    'SessionSequences': 'sequences',
+    'expand_prefixes': 'sequences',
+    'UnsafePickleError': 'safe_pickle',
+    'safe_pickle_load': 'safe_pickle',
+    'SRGNNData': 'srgnn_format',
+    'read_srgnn_folder': 'srgnn_format',
+    'write_srgnn_folder': 'srgnn_format',
+    'build_session_batch': 'batching',
+    'SessionLoader': 'batching',
+    'temporal_session_split': 'split',
+    'random_prefix_split': 'split',
+    'make_synthetic_sessions': 'synthetic',
+    'SessionDataset': 'datasets',
+    'Diginetica': 'datasets',
+    'Yoochoose': 'datasets',
+    'SyntheticSessions': 'datasets',
+    'LoadedData': 'loading',
+    'load_session_data': 'loading',
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        import importlib
+        value = getattr(importlib.import_module(f'.{_EXPORTS[name]}', __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> List[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
 
+from .limits import LoadLimits
 from .srgnn_format import ALL_TRAIN_SEQ, TEST, TRAIN, read_srgnn_folder
 
 PathLike = Union[str, os.PathLike]
@@ -59,6 +60,8 @@ class LoadedData:
             the padding id, is ``None``), or ``None`` when the ids are the
             original ones.
         source (str): the folder read.
+        fingerprint (str, optional): SHA-256 over the SR-GNN files read (see
+            :class:`~tagnn_pyg.data.SRGNNData`).
     """
     name: str
     train_sessions: Optional[List[List[int]]]
@@ -67,6 +70,7 @@ class LoadedData:
     num_items: int
     item_ids: Optional[List[Any]] = None
     source: str = ''
+    fingerprint: Optional[str] = None
 
     def __repr__(self) -> str:
         ts = 'None' if self.train_sessions is None else len(self.train_sessions)
@@ -75,13 +79,22 @@ class LoadedData:
                 f"item_ids={'yes' if self.item_ids is not None else 'no'})")
 
     @classmethod
-    def from_folder(cls, folder: PathLike, name: Optional[str] = None) -> 'LoadedData':
-        r"""Read an SR-GNN folder (and its ``item_ids.json``, when present)."""
+    def from_folder(cls, folder: PathLike, name: Optional[str] = None,
+                    limits: Optional[LoadLimits] = None) -> 'LoadedData':
+        r"""Read an SR-GNN folder (and its ``item_ids.json``, when present) within
+        ``limits`` (default bounds when ``None``)."""
         folder = Path(folder)
-        srgnn = read_srgnn_folder(folder)
+        srgnn = read_srgnn_folder(folder, limits=limits)
         return cls(name=name or str(folder), train_sessions=srgnn.train_sessions,
                    train=srgnn.train, test=srgnn.test, num_items=srgnn.num_items,
-                   item_ids=read_item_ids(folder), source=str(folder))
+                   item_ids=read_item_ids(folder), source=str(folder),
+                   fingerprint=srgnn.fingerprint)
+
+    def identity(self) -> Dict[str, Any]:
+        r"""What a checkpoint records of its training data (item count, id-mapping
+        hash, fingerprint, source): :func:`~tagnn_pyg.data.fingerprint.data_identity`."""
+        from .fingerprint import data_identity
+        return data_identity(self.num_items, self.item_ids, self.fingerprint, self.source)
 
 
 def read_item_ids(folder: PathLike) -> Optional[List[Any]]:
@@ -202,13 +215,16 @@ def resolve_data_folder(data: PathLike, root: Optional[PathLike] = None) -> Path
     return folder
 
 
-def load_session_data(data: PathLike, root: Optional[PathLike] = None) -> LoadedData:
+def load_session_data(data: PathLike, root: Optional[PathLike] = None,
+                      limits: Optional[LoadLimits] = None) -> LoadedData:
     r"""Load a data set by built-in name or folder (module docstring).
 
     Args:
         data (str or PathLike): an SR-GNN folder or one of :data:`BUILTIN_DATA`.
         root (str or PathLike, optional): folder of the built-in data sets
             (default ``./data``).
+        limits (LoadLimits, optional): resource bounds checked while reading
+            (default: :data:`~tagnn_pyg.data.limits.DEFAULT_LIMITS`).
 
     Returns:
         LoadedData
@@ -217,7 +233,8 @@ def load_session_data(data: PathLike, root: Optional[PathLike] = None) -> Loaded
         FileNotFoundError, NotADirectoryError, ValueError: naming the data and
             the problem.
     """
-    return LoadedData.from_folder(resolve_data_folder(data, root), name=str(data))
+    return LoadedData.from_folder(resolve_data_folder(data, root), name=str(data),
+                                  limits=limits)
 
 
 __all__ = ['BUILTIN_DATA', 'DEFAULT_ROOT', 'LoadedData', 'load_session_data',

@@ -44,6 +44,7 @@ import io
 import json
 import operator
 import os
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
@@ -51,7 +52,8 @@ from typing import IO, Any, Callable, Dict, Iterator, List, Optional, Sequence, 
 import numpy as np
 import torch
 
-from ..utils.io import atomic_write_text
+from .limits import (DEFAULT_LIMITS, LoadLimits,
+                     check_sequence_sizes)
 from .sequences import SessionSequences, expand_prefixes
 from .srgnn_format import write_srgnn_folder
 
@@ -89,8 +91,29 @@ def _open_text(path: Path) -> IO[str]:
     return open(path, 'r', encoding='utf-8', newline='')
 
 
+def _open_binary(path: Path) -> IO[bytes]:
+    return gzip.open(path, 'rb') if path.suffix == '.gz' else open(path, 'rb')
+
+
+def _first_non_utf8_line(path: Path) -> Tuple[int, str]:
+    """Line number (1-based) and reason of the first line that is not UTF-8
+    (the text reader decodes in blocks, so it cannot tell the line itself)."""
+    with _open_binary(path) as f:
+        for number, raw in enumerate(f, start=1):
+            try:
+                raw.decode('utf-8')
+            except UnicodeDecodeError as e:
+                return number, f"byte 0x{raw[e.start]:02x} at column {e.start + 1}: {e.reason}"
+    return 0, 'undecodable bytes'
+
+
 def _rows(path: Path, delimiter: str) -> Iterator[Tuple[int, List[str]]]:
-    """Yield ``(line_number, fields)`` of the non-blank rows of a delimited file."""
+    """Yield ``(line_number, fields)`` of the non-blank rows of a delimited file.
+
+    Raises:
+        ValueError: naming the file and line of a non-UTF-8 byte or malformed
+            CSV, or a truncated or corrupt ``.gz``.
+    """
     with _open_text(path) as f:
         reader = csv.reader(f, delimiter=delimiter)
         try:
@@ -98,11 +121,17 @@ def _rows(path: Path, delimiter: str) -> Iterator[Tuple[int, List[str]]]:
                 if not row or (len(row) == 1 and not row[0].strip()):
                     continue
                 yield reader.line_num, row
-        except UnicodeDecodeError as e:
-            raise ValueError(f"{path}:{reader.line_num + 1}: not UTF-8 text ({e.reason})") \
-                from None
+        except UnicodeDecodeError:
+            line, why = _first_non_utf8_line(path)
+            raise ValueError(f"{path}:{line}: not UTF-8 text ({why})") from None
         except csv.Error as e:
             raise ValueError(f"{path}:{reader.line_num}: malformed CSV ({e})") from None
+        except EOFError as e:
+            raise ValueError(f"{path}: truncated gzip file after line {reader.line_num} "
+                             f"({e})") from None
+        except (gzip.BadGzipFile, zlib.error) as e:
+            raise ValueError(f"{path}: corrupt gzip file after line {reader.line_num} "
+                             f"({e})") from None
 
 
 class _Malformed(ValueError):
@@ -257,7 +286,8 @@ class ProtocolResult:
 
 
 def srgnn_protocol(raw: RawSessions, test_days: float = 7.0, min_item_support: int = 5,
-                   min_session_length: int = 2, fraction: int = 1) -> ProtocolResult:
+                   min_session_length: int = 2, fraction: int = 1,
+                   limits: LoadLimits = DEFAULT_LIMITS) -> ProtocolResult:
     r"""Apply the SR-GNN filtering, temporal split, renumbering, prefix expansion
     and fraction selection (steps 2-7 of the module docstring).
 
@@ -269,9 +299,14 @@ def srgnn_protocol(raw: RawSessions, test_days: float = 7.0, min_item_support: i
             released script: 2; must be >= 2, a prefix needs a next item).
         fraction (int, optional): keep the most recent ``1/fraction`` of the
             training sequences as the released YOOCHOOSE script does (1 = all).
+        limits (LoadLimits, optional): session length and clicks after prefix
+            expansion, checked before the expansion.
 
     Returns:
         ProtocolResult
+
+    Raises:
+        LimitError: a session or the expansion exceeds ``limits``.
     """
     if min_session_length < 2:
         raise ValueError(f"min_session_length must be >= 2 (an example needs a prefix "
@@ -325,7 +360,11 @@ def srgnn_protocol(raw: RawSessions, test_days: float = 7.0, min_item_support: i
         out = [item_dict[i] for i in filtered[s] if i in item_dict]
         if len(out) >= min_session_length:
             test_sessions.append(out)
-    # 6. prefix expansion
+    # 6. prefix expansion (bounded: quadratic in the session length)
+    check_sequence_sizes(train_sessions, 'training sessions', limits, expand=True,
+                         what='session')
+    check_sequence_sizes(test_sessions, 'test sessions', limits, expand=True,
+                         what='session')
     train = expand_prefixes(train_sessions)
     test = expand_prefixes(test_sessions)
     # 7. fraction of the most recent training sequences, ids not renumbered
@@ -567,15 +606,16 @@ def read_csv_sessions(path: PathLike, delimiter: str = ',',
 
 
 # ------------------------------------------------------------------- entry points
-def prepare(kind: str, raw_file: PathLike, out_dir: PathLike, **options: Any
-            ) -> Dict[str, Any]:
+def prepare(kind: str, raw_file: PathLike, out_dir: PathLike,
+            limits: Optional[LoadLimits] = None, **options: Any) -> Dict[str, Any]:
     r"""Preprocess a raw click log into an SR-GNN folder with the SR-GNN protocol.
 
     Writes ``all_train_seq.txt``, ``train.txt``, ``test.txt`` (see
     :func:`~tagnn_pyg.data.write_srgnn_folder`), ``stats.json`` and
     ``item_ids.json`` (a JSON list whose element ``i`` is the raw item id, as a
     string, of internal id ``i``; element 0, the padding id, is ``null``) in
-    ``out_dir``.
+    ``out_dir``, with ``manifest.json``, as one unit: an existing ``out_dir``
+    is left as it was if anything fails.
 
     Args:
         kind (str): ``'diginetica'`` (``train-item-views.csv``), ``'yoochoose'``
@@ -583,6 +623,8 @@ def prepare(kind: str, raw_file: PathLike, out_dir: PathLike, **options: Any
             :func:`read_csv_sessions`).
         raw_file (str or PathLike): the raw file.
         out_dir (str or PathLike): output folder (created if missing).
+        limits (LoadLimits, optional): bounds on session length and expanded
+            clicks (default :data:`~tagnn_pyg.data.limits.DEFAULT_LIMITS`).
         **options: ``test_days`` (7; YOOCHOOSE 1), ``min_item_support`` (5),
             ``min_session_length`` (2), ``fraction`` (YOOCHOOSE 64, use 4 for
             1/4; others 1 = all); for ``'csv'`` also ``delimiter``,
@@ -620,9 +662,8 @@ def prepare(kind: str, raw_file: PathLike, out_dir: PathLike, **options: Any
     else:
         raw = read_csv_sessions(raw_file, **{k: v for k, v in opts.items()
                                              if k not in protocol_keys})
-    res = srgnn_protocol(raw, **proto)
+    res = srgnn_protocol(raw, **proto, limits=limits or DEFAULT_LIMITS)
     out = Path(out_dir)
-    write_srgnn_folder(out, res.train_sessions, res.test_sessions, train=res.train)
 
     def iso(t: float) -> str:
         return _dt.datetime.fromtimestamp(t, _dt.timezone.utc).isoformat()
@@ -641,9 +682,12 @@ def prepare(kind: str, raw_file: PathLike, out_dir: PathLike, **options: Any
         'max_date': iso(res.max_date),
         'options': opts,
     }
-    # element i = raw id of internal id i (0 is padding: null)
-    atomic_write_text(out / 'item_ids.json', json.dumps([None] + res.item_ids) + '\n')
-    atomic_write_text(out / 'stats.json', json.dumps(stats, indent=2) + '\n')
+    # element i = raw id of internal id i (0 is padding: null); one unit with the
+    # SR-GNN files (staged, then committed; a failure leaves the old folder intact)
+    extra = {'item_ids.json': (json.dumps([None] + res.item_ids) + '\n').encode('utf-8'),
+             'stats.json': (json.dumps(stats, indent=2) + '\n').encode('utf-8')}
+    write_srgnn_folder(out, res.train_sessions, res.test_sessions, train=res.train,
+                       extra_files=extra)
     return stats
 
 

@@ -15,9 +15,18 @@ independent layers:
    naming the opcode and its byte offset. Nothing has been executed or built.
 2. **Restricted unpickler**: ``find_class`` and ``persistent_load`` refuse
    everything, so even an opcode missed by the scan could not reach a callable.
-3. **Type check** of the result: only ``list``, ``tuple`` and ``int`` (not
-   ``bool``), nested at most :data:`MAX_DEPTH` deep (which also refuses
-   self-referencing lists).
+3. **Type and size check** of the result: only ``list``, ``tuple`` and ``int``
+   (not ``bool``), nested at most :data:`MAX_DEPTH` deep (which also refuses
+   self-referencing lists), and at most :data:`ELEMENTS_PER_BYTE` elements per
+   byte of the file, counting every reference to a shared list as a copy.
+
+The memo opcodes let a few bytes refer to one list many times: an 83 KB file can
+name one 20,000-click list 20,000 times, which unpickles cheaply (references)
+but is 400 million clicks to whatever reads it next. The check walks each
+distinct list once (shared lists are memoised by identity), so it costs time
+proportional to the file, and it refuses such a file before anything expands
+it. A pickle without shared references holds fewer elements than bytes (every
+element costs at least one opcode byte), so real files are never refused.
 """
 from __future__ import annotations
 
@@ -27,7 +36,7 @@ import pickle
 import pickletools
 import re
 from pathlib import Path
-from typing import Any, List, Tuple, Union
+from typing import Any, Optional, Union
 
 PathLike = Union[str, os.PathLike]
 
@@ -54,6 +63,14 @@ _FAST_STREAM = re.compile(
 
 #: Deepest nesting of lists/tuples accepted (the SR-GNN files need 3).
 MAX_DEPTH = 8
+
+#: Most elements (ints and lists, every reference counted) per byte of pickle
+#: (but at least :data:`MIN_ELEMENTS`, for tiny files).
+ELEMENTS_PER_BYTE = 1
+MIN_ELEMENTS = 4096
+
+#: Largest pickle file read by default (bytes).
+MAX_FILE_BYTES = 4 * 2**30
 
 
 class UnsafePickleError(ValueError):
@@ -117,37 +134,65 @@ def _format_path(link: Any) -> str:
     return 'root' + ''.join(reversed(parts))
 
 
-def _check_types(obj: Any, where: str) -> None:
-    # iterative walk; a flat list of ints costs one set(map(type)) call; paths are
-    # linked (parent, index) pairs formatted only for the error message
-    stack: List[Tuple[Any, int, Any]] = [(obj, 0, None)]
-    while stack:
-        node, depth, link = stack.pop()
+class _Walk:
+    """One walk over an unpickled object: types, depth, and the element count
+    with every shared reference counted as a copy. The walk stops as soon as
+    the count passes ``max_elements``, so its time is bounded by that limit
+    (proportional to the file), whatever the sharing."""
+
+    def __init__(self, where: str, max_elements: float) -> None:
+        self.where = where
+        self.max_elements = max_elements
+        self.total = 0
+
+    def visit(self, node: Any, depth: int = 0, link: Any = None) -> None:
         t = type(node)
-        if t is int:
-            continue
         if t is not list and t is not tuple:
-            raise UnsafePickleError(f"{where}: refused value of type {t.__name__} at "
-                                    f"{_format_path(link)}: only lists, tuples and ints "
-                                    f"are allowed")
+            if t is not int:
+                raise self._bad_type(t, link)
+            self.total += 1
+            return
         if depth >= MAX_DEPTH:
-            raise UnsafePickleError(f"{where}: lists nested deeper than {MAX_DEPTH} at "
+            raise UnsafePickleError(f"{self.where}: lists nested deeper than {MAX_DEPTH} at "
                                     f"{_format_path(link)} (self-referencing?)")
-        kinds = set(map(type, node))
-        if kinds <= _INT:
-            continue
-        if kinds <= _SEQ:  # e.g. the list of sessions: check children in bulk
-            for i, child in enumerate(node):
-                if not set(map(type, child)) <= _INT:
-                    stack.append((child, depth + 1, (link, i)))
-            continue
+        self._count(1 + len(node), link)
+        if set(map(type, node)) <= _INT:
+            return
         for i, child in enumerate(node):
-            if type(child) is not int:
-                stack.append((child, depth + 1, (link, i)))
+            tc = type(child)
+            if tc is int:
+                continue
+            if (tc is list or tc is tuple) and set(map(type, child)) <= _INT:
+                self._count(1 + len(child), (link, i))  # a leaf: no call needed
+                continue
+            self.total -= 1  # counted in len(node) already
+            self.visit(child, depth + 1, (link, i))
+
+    def _count(self, n: int, link: Any) -> None:
+        self.total += n
+        if self.total > self.max_elements:
+            raise UnsafePickleError(
+                f"{self.where}: refused: the pickle expands to more than "
+                f"{self.max_elements:,} elements (limit {ELEMENTS_PER_BYTE} per byte of "
+                f"the file) at {_format_path(link)}: it repeats references to shared "
+                f"lists (pickle memo), which would multiply memory")
+
+    def _bad_type(self, t: type, link: Any) -> UnsafePickleError:
+        return UnsafePickleError(f"{self.where}: refused value of type {t.__name__} at "
+                                 f"{_format_path(link)}: only lists, tuples and ints "
+                                 f"are allowed")
+
+
+def _check_types(obj: Any, where: str, max_elements: Optional[int] = None) -> int:
+    """Check types, depth and expanded size; return the element count."""
+    walk = _Walk(where, max_elements if max_elements is not None else float('inf'))
+    walk.visit(obj)
+    return walk.total
 
 
 def safe_pickle_loads(data: bytes, where: str = '<bytes>') -> Any:
-    """Unpickle ``data`` if it holds only lists, tuples and ints.
+    """Unpickle ``data`` if it holds only lists, tuples and ints, and at most
+    :data:`ELEMENTS_PER_BYTE` elements per byte (shared references counted).
 
     Args:
         data (bytes): the pickle stream.
@@ -157,7 +202,8 @@ def safe_pickle_loads(data: bytes, where: str = '<bytes>') -> Any:
         The unpickled object (nested lists/tuples of ints).
 
     Raises:
-        UnsafePickleError: naming the refused opcode, global or type; nothing
+        UnsafePickleError: naming the refused opcode, global or type, or the
+            place where shared references exceed the element limit; nothing
             was executed.
         ValueError: the stream is not a valid pickle.
     """
@@ -168,11 +214,33 @@ def safe_pickle_loads(data: bytes, where: str = '<bytes>') -> Any:
         raise UnsafePickleError(f"{where}: {e}") from None
     except Exception as e:
         raise ValueError(f"{where}: not a valid pickle ({type(e).__name__}: {e})") from None
-    _check_types(obj, where)
+    _check_types(obj, where, max(ELEMENTS_PER_BYTE * len(data), MIN_ELEMENTS))
     return obj
 
 
-def safe_pickle_load(path: PathLike) -> Any:
+def read_limited(path: PathLike, max_bytes: int = MAX_FILE_BYTES) -> bytes:
+    """Read a whole file after checking its size.
+
+    Args:
+        path (str or PathLike): the file.
+        max_bytes (int, optional): largest size accepted.
+
+    Returns:
+        bytes: the content.
+
+    Raises:
+        ValueError: the file is larger than ``max_bytes``.
+        FileNotFoundError: ``path`` does not exist.
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise ValueError(f"{path}: {size:,} bytes, more than the limit of {max_bytes:,} "
+                         f"bytes for one data file")
+    return path.read_bytes()
+
+
+def safe_pickle_load(path: PathLike, max_bytes: int = MAX_FILE_BYTES) -> Any:
     """Load a pickle file that may hold only lists, tuples and ints.
 
     Use it for every SR-GNN data file (``all_train_seq.txt``, ``train.txt``,
@@ -181,18 +249,19 @@ def safe_pickle_load(path: PathLike) -> Any:
 
     Args:
         path (str or PathLike): the pickle file.
+        max_bytes (int, optional): largest file accepted (:data:`MAX_FILE_BYTES`).
 
     Returns:
         The unpickled object (nested lists/tuples of ints).
 
     Raises:
         UnsafePickleError: naming the file and the refused opcode, global or
-            type.
-        ValueError: the file is not a valid pickle.
+            type, or the shared references that exceed the element limit.
+        ValueError: the file is not a valid pickle, or is too large.
         FileNotFoundError: ``path`` does not exist.
     """
-    path = Path(path)
-    return safe_pickle_loads(path.read_bytes(), where=str(path))
+    return safe_pickle_loads(read_limited(path, max_bytes), where=str(path))
 
 
-__all__ = ['UnsafePickleError', 'safe_pickle_load', 'safe_pickle_loads', 'ALLOWED_OPCODES']
+__all__ = ['UnsafePickleError', 'safe_pickle_load', 'safe_pickle_loads', 'read_limited',
+           'ALLOWED_OPCODES', 'ELEMENTS_PER_BYTE', 'MAX_FILE_BYTES']

@@ -186,7 +186,7 @@ def _interests(rng: np.random.Generator, num_items: int, G: int, zipf: float
 
 def _successors(rng: np.random.Generator, members: np.ndarray, interest_of: np.ndarray,
                 pop: np.ndarray, out_degree: int) -> Tuple[np.ndarray, np.ndarray]:
-    """Per item, ``out_degree`` distinct items of its group (not itself), drawn by
+    r"""Per item, ``out_degree`` distinct items of its group (not itself), drawn by
     popularity (Gumbel top-k on log-popularity, vectorised), and the CDF of
     choosing the r-th successor (:math:`\propto 1/r`)."""
     num_items = interest_of.size - 1

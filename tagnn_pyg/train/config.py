@@ -122,6 +122,10 @@ class TrainConfig:
     checkpoint_every: Optional[int] = None
 
     def __post_init__(self) -> None:
+        bad_ks = [k for k in self.ks if isinstance(k, bool) or not isinstance(k, int) or k < 1]
+        if bad_ks or not self.ks:
+            raise ValueError(f"ks must be positive integer cut-offs like (5, 10, 20), got "
+                             f"{tuple(self.ks)!r}")
         self.ks = tuple(int(k) for k in self.ks)
         if self.protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be one of {PROTOCOLS}, got {self.protocol!r}")

@@ -31,6 +31,11 @@ PathLike = Union[str, os.PathLike]
 logger = logging.getLogger('tagnn_pyg.train')
 
 
+#: Warn when an epoch's mean training loss exceeds this multiple of the loss of
+#: uniform scores, ``ln(num_items - 1)``, where training starts.
+LOSS_GROWTH_WARNING = 3.0
+
+
 class NonFiniteLossError(RuntimeError):
     """Training stopped on a NaN or infinite loss; the message names the epoch and
     batch and the last good checkpoint that was kept."""
@@ -74,6 +79,10 @@ class Trainer:
             in checkpoints; ``None`` when ids are already contiguous).
         extra (dict, optional): plain data stored in checkpoints and
             ``metrics.json`` (data set name, preset, ...).
+        data_identity (dict, optional): what the model is trained on, from
+            :func:`tagnn_pyg.data.fingerprint.data_identity` (stored in
+            checkpoints so that ``evaluate``/``recommend`` can refuse other data;
+            default: the item count and id mapping only).
         on_batch_end (callable, optional): ``fn(epoch, batch_index)`` called after
             every optimisation step (1-based epoch, 0-based batch); for tests
             and custom hooks.
@@ -94,7 +103,10 @@ class Trainer:
         item_ids: Optional[Sequence[Any]] = None,
         extra: Optional[Dict[str, Any]] = None,
         on_batch_end: Optional[Callable[[int, int], None]] = None,
+        data_identity: Optional[Dict[str, Any]] = None,
     ) -> None:
+        from ..data.fingerprint import data_identity as _identity
+
         self.config = config if config is not None else TrainConfig()
         cfg = self.config
         self.device = resolve_device(cfg.device)
@@ -109,6 +121,10 @@ class Trainer:
         self.extra = dict(extra or {})
         self.on_batch_end = on_batch_end
         self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.data_identity = (dict(data_identity) if data_identity is not None
+                              else _identity(self.num_items, self.item_ids))
+        self.warnings: List[str] = []
+        self._lock: Any = None
 
         self.optimizer = make_adam(self.model.parameters(), lr=cfg.lr,
                                    weight_decay=cfg.weight_decay)
@@ -146,7 +162,7 @@ class Trainer:
     # -- public API ----------------------------------------------------------
 
     def fit(self, train: Any, valid: Any = None, test: Any = None, *,
-            resume: bool = False) -> Dict[str, Any]:
+            resume: bool = False, overwrite: bool = False) -> Dict[str, Any]:
         r"""Train, select the epoch, and evaluate (see the module docstring).
 
         Args:
@@ -156,6 +172,8 @@ class Trainer:
             test (SessionSequences, optional): test sequences (required by the
                 papers' protocol; evaluated once at the end by the honest one).
             resume (bool): continue from ``out_dir/last.pt``.
+            overwrite (bool): start a new run even if ``out_dir`` holds one (its
+                files are removed first); without it such a folder is refused.
 
         Returns:
             dict: the content of ``metrics.json`` (protocol label, chosen epoch,
@@ -165,6 +183,9 @@ class Trainer:
         Raises:
             NonFiniteLossError: on a NaN/infinite loss (checkpoints kept).
             CheckpointError: when ``resume`` finds no compatible ``last.pt``.
+            FolderLockedError: another process is writing ``out_dir``.
+            RunExistsError: ``out_dir`` holds a run and neither ``resume`` nor
+                ``overwrite`` is set.
         """
         from ..data.batching import SessionLoader
         from ..models.tagnn import padded_like_released
@@ -180,10 +201,12 @@ class Trainer:
             raise ValueError("training needs at least one sequence with a target")
         if resume and self.out_dir is None:
             raise ValueError("resume=True needs out_dir (where last.pt lives)")
-        if self.out_dir is not None:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            self._open_logs()
         try:
+            if self.out_dir is not None:
+                notes = self._own_run_dir(resume, overwrite)
+                self._open_logs()  # after a new run cleared the old train.log
+                for note in notes:
+                    logger.warning('%s', note)
             seed_everything(cfg.seed)
             if resume:
                 self._resume()
@@ -206,6 +229,34 @@ class Trainer:
             return self._finish(train, valid, test, train_time)
         finally:
             self._close_logs()
+            self._release_run_dir()
+
+    def _own_run_dir(self, resume: bool, overwrite: bool) -> List[str]:
+        """Lock ``out_dir`` for this run, remove temporaries a killed run left,
+        and (for a new run) refuse or clear an existing run; returns what to log."""
+        from ..utils.io import remove_stale_temporaries
+        from ..utils.lock import FolderLock
+        from ..utils.rundir import start_new_run
+
+        assert self.out_dir is not None
+        self._lock = FolderLock(self.out_dir, 'train').acquire()
+        notes = []
+        owner = self._lock.took_over
+        if owner:
+            notes.append(f"took over the lock of {self.out_dir} from pid {owner.get('pid')} "
+                         f"on host {owner.get('host')}, which died holding it")
+        notes += [f"removed {stale}, left by an interrupted write"
+                  for stale in remove_stale_temporaries(self.out_dir)]
+        replaced = start_new_run(self.out_dir, overwrite) if not resume else []
+        if replaced:
+            notes.append(f"replaced the run in {self.out_dir} (removed "
+                         f"{', '.join(p.name for p in replaced)})")
+        return notes
+
+    def _release_run_dir(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     # -- one epoch -----------------------------------------------------------
 
@@ -283,6 +334,7 @@ class Trainer:
                 if self.on_batch_end is not None:
                     self.on_batch_end(e + 1, k)
         train_loss = float(loss_sum) / max(seen, 1)
+        self._check_loss_growth(train_loss)
         train_time = time.perf_counter() - t0
         if not cfg.step_at_epoch_start:
             self.scheduler.step()
@@ -315,6 +367,18 @@ class Trainer:
                         self.bad_epochs, cfg.effective_patience)
         self._save_epoch(improved)
         self._write_logs()
+
+    def _check_loss_growth(self, train_loss: float) -> None:
+        """Warn when the epoch's mean loss is far above where training starts
+        (the loss of uniform scores): the run diverged, its metrics mean little."""
+        start = math.log(max(self.num_items - 1, 2))
+        if train_loss > LOSS_GROWTH_WARNING * start:
+            msg = (f"epoch {self.epoch + 1}: mean training loss {train_loss:.4g} is "
+                   f"{train_loss / start:.1f} times the starting loss {start:.3g} (uniform "
+                   f"scores over {self.num_items - 1} items): training diverged; try a "
+                   f"lower learning rate (now {self.config.lr:g}) or --agc")
+            logger.warning('%s', msg)
+            self.warnings.append(msg)
 
     def _update_best(self, metrics: Dict[str, float]) -> bool:
         """Update the best record and the patience counter; return whether the
@@ -374,7 +438,7 @@ class Trainer:
                     scheduler=self.scheduler, epoch=self.epoch, step=self.step,
                     history=self.history, best=self.best, protocol=self.config.protocol,
                     train_config=self.config.to_dict(), state=self._state(),
-                    extra=self.extra)
+                    extra=self.extra, data=self.data_identity)
 
     def _save_epoch(self, improved: bool) -> None:
         """Snapshot the best weights on improvement; write ``best.pt`` (on
@@ -430,6 +494,7 @@ class Trainer:
         if int(ckpt['num_items']) != self.num_items:
             raise CheckpointError(f"cannot resume from {path}: it has {ckpt['num_items']} "
                                   f"items, this data set {self.num_items}")
+        self._check_same_data(ckpt, path)
         saved = dict(ckpt['train_config'])
         now = self.config.to_dict()
         diff = [f"{k} (checkpoint {saved.get(k)!r}, now {now.get(k)!r})"
@@ -467,6 +532,17 @@ class Trainer:
                  if self._partial is not None else f"after epoch {self.epoch}")
         logger.info('resumed from %s %s (step %d)%s', path, where, self.step,
                     f'; already stopped ({self.stop_reason})' if self.stop_reason else '')
+
+    def _check_same_data(self, ckpt: Mapping[str, Any], path: Path) -> None:
+        """Refuse to resume on other data (checkpoints that predate the data
+        record are not checked beyond the item count)."""
+        from ..data.fingerprint import identity_differences
+
+        trained = ckpt.get('data')
+        diff = identity_differences(trained, self.data_identity) if trained else []
+        if diff:
+            raise CheckpointError(f"cannot resume from {path}: it was trained on other "
+                                  f"data: {'; '.join(diff)}")
 
     # -- end of training -----------------------------------------------------
 
@@ -525,6 +601,8 @@ class Trainer:
                         mrr, self.best_per_metric[mrr]['value'],
                         self.best_per_metric[mrr]['epoch'])
         result['train_config'] = cfg.to_dict()
+        if self.warnings:
+            result['warnings'] = list(self.warnings)
         if self.extra:
             result['extra'] = {k: v for k, v in self.extra.items() if _jsonable(v)}
         result['history'] = self.history
@@ -537,7 +615,8 @@ class Trainer:
 
     def _open_logs(self) -> None:
         assert self.out_dir is not None
-        handler = logging.FileHandler(self.out_dir / 'train.log', encoding='utf-8')
+        from ..utils.io import SafeFileHandler
+        handler = SafeFileHandler(self.out_dir / 'train.log', encoding='utf-8')
         handler.setFormatter(logging.Formatter('%(asctime)s %(levelname)s %(message)s'))
         logger.addHandler(handler)
         if logger.level == logging.NOTSET or logger.level > logging.INFO:
