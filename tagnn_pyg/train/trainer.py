@@ -10,6 +10,7 @@ import math
 import os
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import (Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence,
                     Union)
@@ -60,6 +61,31 @@ def _atomic_text(path: Path, text: str) -> None:
 def _fmt_metrics(metrics: Mapping[str, float], keys: Iterable[str]) -> str:
     return '  '.join(f'{k} {metrics[k]:.2f}' for k in keys if k in metrics)
 
+
+
+@dataclass
+class _EpochState:
+    """The running sums of an epoch's training loop (restored when resuming inside
+    the epoch)."""
+    loss_sum: Tensor       # float64 sum of loss x batch size, on the device
+    bad_at: Tensor         # first non-finite batch (CUDA: checked lazily), or -1
+    seen: int              # training sequences so far
+    t0: float              # perf_counter of the epoch start (minus time before a resume)
+    last_log: float        # perf_counter of the last progress log line
+    on_cpu: bool
+    check: int             # batches between host checks
+
+    @classmethod
+    def start(cls, device: torch.device, partial: Optional[Dict[str, Any]],
+              check_every: int) -> '_EpochState':
+        on_cpu = device.type == 'cpu'
+        t0 = time.perf_counter() - (float(partial['train_s']) if partial else 0.0)
+        return cls(
+            loss_sum=torch.full((), float(partial['loss_sum']) if partial else 0.0,
+                                device=device, dtype=torch.float64),
+            bad_at=torch.full((), -1, device=device, dtype=torch.long),
+            seen=int(partial['seen']) if partial else 0, t0=t0, last_log=t0,
+            on_cpu=on_cpu, check=1 if on_cpu else check_every)
 
 class Trainer:
     r"""Trains a session-recommendation model under the honest or the papers'
@@ -261,88 +287,112 @@ class Trainer:
     # -- one epoch -----------------------------------------------------------
 
     def _run_epoch(self, loader: Any, eval_set: Any) -> None:
-        cfg = self.config
         e = self.epoch  # 0-based index of the epoch being run
+        partial = self._begin_epoch(e)
+        lr = self.optimizer.param_groups[0]['lr']
+        state = self._train_batches(loader, e, partial)
+        train_loss = float(state.loss_sum) / max(state.seen, 1)
+        self._check_loss_growth(train_loss)
+        train_time = time.perf_counter() - state.t0
+        if not self.config.step_at_epoch_start:
+            self.scheduler.step()
+        self._end_epoch(eval_set, lr, train_loss, train_time, state.seen)
+
+    def _begin_epoch(self, e: int) -> Optional[Dict[str, Any]]:
+        """Step the scheduler (released order) and seed the epoch, unless resuming
+        inside it (then both were restored); returns the partial-epoch record."""
         partial, self._partial = self._partial, None
         if partial is not None and int(partial['epoch']) != e:
             partial = None
         if partial is None:
-            if cfg.step_at_epoch_start:
+            if self.config.step_at_epoch_start:
                 with warnings.catch_warnings():  # deliberate: the released order
                     warnings.filterwarnings('ignore',
                                             message='Detected call of `lr_scheduler')
                     self.scheduler.step()
-            torch.manual_seed(_epoch_seed(cfg.seed, e))
-        # (resuming mid-epoch: the scheduler was stepped and the RNGs are restored)
-        lr = self.optimizer.param_groups[0]['lr']
+            torch.manual_seed(_epoch_seed(self.config.seed, e))
+        return partial
+
+    def _train_batches(self, loader: Any, e: int, partial: Optional[Dict[str, Any]]
+                       ) -> '_EpochState':
+        """The optimisation steps of epoch ``e`` (from batch ``partial['batches']``
+        when resuming inside it), with progress, non-finite checks and mid-epoch
+        checkpoints."""
+        cfg = self.config
         start = int(partial['batches']) if partial is not None else 0
         loader.set_epoch(e, start=start)
-        model = self.model
-        model.train()
-        on_cpu = self.device.type == 'cpu'
-        check = 1 if on_cpu else cfg.check_every
-        loss_sum = torch.full((), float(partial['loss_sum']) if partial else 0.0,
-                              device=self.device, dtype=torch.float64)
-        bad_at = torch.full((), -1, device=self.device, dtype=torch.long)
-        seen = int(partial['seen']) if partial else 0
-        t0 = last_log = time.perf_counter() - (float(partial['train_s']) if partial else 0.0)
+        self.model.train()
+        state = _EpochState.start(self.device, partial, cfg.check_every)
         n_batches = len(loader)
         every = cfg.checkpoint_every
         with _progress(n_batches, f'epoch {e + 1}/{cfg.epochs}', cfg.progress,
                        initial=start) as bar:
             for k, batch in enumerate(loader, start=start):
-                with _autocast(self.device, cfg.amp):
-                    scores = model(batch)
-                loss = F.cross_entropy(scores[:, 1:].float(), batch.y - 1)
-                if on_cpu:  # free on the CPU: stop before the weights are touched
-                    if not math.isfinite(loss.item()):
-                        self._non_finite(e, k, n_batches, loss.item())
-                else:
-                    bad_at = torch.where((bad_at < 0) & ~torch.isfinite(loss.detach()),
-                                         torch.full_like(bad_at, k), bad_at)
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if self.agc is not None:
-                    self.agc.clip_()
-                self.optimizer.step()
-                self.step += 1
-                b = int(batch.y.numel())
-                seen += b
-                loss_sum += loss.detach().double() * b
-                if (k + 1) % check == 0 or k + 1 == n_batches:
-                    if not on_cpu:
-                        bad = int(bad_at)
-                        if bad >= 0:
-                            self._non_finite(e, bad, n_batches, float('nan'))
-                    now = time.perf_counter()
-                    if not bar.disable:
-                        bar.set_postfix(loss=f'{float(loss_sum) / seen:.4f}',
-                                        seq_s=f'{seen / max(now - t0, 1e-9):,.0f}',
-                                        refresh=False)
-                        bar.update((k + 1) - bar.n)
-                    elif now - last_log >= cfg.log_interval_s and k + 1 < n_batches:
-                        last_log = now
-                        logger.info('epoch %d/%d  batch %d/%d  loss %.4f  %s seq/s',
-                                    e + 1, cfg.epochs, k + 1, n_batches,
-                                    float(loss_sum) / seen,
-                                    f'{seen / max(now - t0, 1e-9):,.0f}')
+                self._train_step(batch, state, e, k, n_batches)
+                if (k + 1) % state.check == 0 or k + 1 == n_batches:
+                    self._check_non_finite(state, e, n_batches)
+                    self._report(bar, state, e, k, n_batches)
                 if every is not None and (k + 1) % every == 0 and k + 1 < n_batches:
-                    if not on_cpu and int(bad_at) >= 0:
-                        self._non_finite(e, int(bad_at), n_batches, float('nan'))
-                    self._save_partial(e, k + 1, float(loss_sum), seen,
-                                       time.perf_counter() - t0)
+                    self._check_non_finite(state, e, n_batches)
+                    self._save_partial(e, k + 1, float(state.loss_sum), state.seen,
+                                       time.perf_counter() - state.t0)
                 if self.on_batch_end is not None:
                     self.on_batch_end(e + 1, k)
-        train_loss = float(loss_sum) / max(seen, 1)
-        self._check_loss_growth(train_loss)
-        train_time = time.perf_counter() - t0
-        if not cfg.step_at_epoch_start:
-            self.scheduler.step()
+        return state
 
+    def _train_step(self, batch: Any, state: '_EpochState', e: int, k: int,
+                    n_batches: int) -> None:
+        """Forward, loss, backward, (AGC), optimiser step for batch ``k``."""
+        with _autocast(self.device, self.config.amp):
+            scores = self.model(batch)
+        loss = F.cross_entropy(scores[:, 1:].float(), batch.y - 1)
+        if state.on_cpu:  # free on the CPU: stop before the weights are touched
+            if not math.isfinite(loss.item()):
+                self._non_finite(e, k, n_batches, loss.item())
+        else:  # remember the first bad batch; checked every check_every batches
+            state.bad_at = torch.where((state.bad_at < 0) & ~torch.isfinite(loss.detach()),
+                                       torch.full_like(state.bad_at, k), state.bad_at)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.agc is not None:
+            self.agc.clip_()
+        self.optimizer.step()
+        self.step += 1
+        b = int(batch.y.numel())
+        state.seen += b
+        state.loss_sum += loss.detach().double() * b
+
+    def _check_non_finite(self, state: '_EpochState', e: int, n_batches: int) -> None:
+        if not state.on_cpu:
+            bad = int(state.bad_at)
+            if bad >= 0:
+                self._non_finite(e, bad, n_batches, float('nan'))
+
+    def _report(self, bar: Any, state: '_EpochState', e: int, k: int,
+                n_batches: int) -> None:
+        """Progress bar update, or a log line at most every ``log_interval_s``."""
+        now = time.perf_counter()
+        rate = f'{state.seen / max(now - state.t0, 1e-9):,.0f}'
+        if not bar.disable:
+            bar.set_postfix(loss=f'{float(state.loss_sum) / state.seen:.4f}', seq_s=rate,
+                            refresh=False)
+            bar.update((k + 1) - bar.n)
+        elif now - state.last_log >= self.config.log_interval_s and k + 1 < n_batches:
+            state.last_log = now
+            logger.info('epoch %d/%d  batch %d/%d  loss %.4f  %s seq/s', e + 1,
+                        self.config.epochs, k + 1, n_batches,
+                        float(state.loss_sum) / state.seen, rate)
+
+    def _end_epoch(self, eval_set: Any, lr: float, train_loss: float, train_time: float,
+                   seen: int) -> None:
+        """Evaluate, record the epoch, decide on stopping, log, save."""
+        cfg = self.config
+        e = self.epoch
         split = 'valid' if cfg.protocol == 'honest' else 'test'
         t1 = time.perf_counter()
-        metrics = evaluate(model, eval_set, batch_size=cfg.eval_batch_size or cfg.batch_size,
-                           ks=cfg.ks, device=self.device, weighting=cfg.weighting,
+        metrics = evaluate(self.model, eval_set,
+                           batch_size=cfg.eval_batch_size or cfg.batch_size, ks=cfg.ks,
+                           device=self.device, weighting=cfg.weighting,
                            progress=cfg.progress, desc=f'{split} {e + 1}/{cfg.epochs}')
         eval_time = time.perf_counter() - t1
         self.epoch = e + 1
