@@ -77,9 +77,6 @@ DIGINETICA_HEADERS = (
     ('sessionId', 'userId', 'itemId', 'timeframe', 'eventdate'),
     ('session_id', 'user_id', 'item_id', 'timeframe', 'eventdate'),
 )
-#: The header line the released script needs added to ``yoochoose-clicks.dat``
-#: (tolerated and skipped here; the raw file has none).
-YOOCHOOSE_HEADER = ('session_id', 'timestamp', 'item_id', 'category')
 
 
 # ----------------------------------------------------------------------------- I/O
@@ -308,6 +305,30 @@ def srgnn_protocol(raw: RawSessions, test_days: float = 7.0, min_item_support: i
     Raises:
         LimitError: a session or the expansion exceeds ``limits``.
     """
+    _check_protocol_options(test_days, min_item_support, min_session_length, fraction)
+    filtered = _filter_sessions(raw, min_session_length, min_item_support)
+    tra, tes, split_date, max_date = _temporal_split(raw.dates, filtered, test_days)
+    item_dict, train_sessions, test_sessions = _renumber(tra, tes, filtered,
+                                                         min_session_length, test_days)
+    # 6. prefix expansion (bounded: quadratic in the session length)
+    check_sequence_sizes(train_sessions, 'training sessions', limits, expand=True,
+                         what='session')
+    check_sequence_sizes(test_sessions, 'test sessions', limits, expand=True,
+                         what='session')
+    train = expand_prefixes(train_sessions)
+    test = expand_prefixes(test_sessions)
+    train, train_sessions = _most_recent_fraction(train, train_sessions, fraction)
+    names = [''] * len(item_dict)
+    for code, new in item_dict.items():
+        names[new - 1] = raw.item_names[code]
+    return ProtocolResult(train_sessions=train_sessions, test_sessions=test_sessions,
+                          train=train, test=test, num_items=len(item_dict),
+                          split_date=split_date, max_date=max_date, item_ids=names,
+                          test_sessions_before_unseen_filter=len(tes))
+
+
+def _check_protocol_options(test_days: float, min_item_support: int,
+                            min_session_length: int, fraction: int) -> None:
     if min_session_length < 2:
         raise ValueError(f"min_session_length must be >= 2 (an example needs a prefix "
                          f"and a next item), got {min_session_length}")
@@ -318,12 +339,17 @@ def srgnn_protocol(raw: RawSessions, test_days: float = 7.0, min_item_support: i
     if int(fraction) != fraction or fraction < 1:
         raise ValueError(f"fraction must be a positive integer (4 for 1/4, 64 for "
                          f"1/64, 1 for all), got {fraction}")
-    clicks, dates = raw.clicks, raw.dates
-    # 2. drop short sessions (released: length 1)
+
+
+def _filter_sessions(raw: RawSessions, min_session_length: int,
+                     min_item_support: int) -> Dict[str, List[int]]:
+    """Steps 2-3: drop short sessions, then items seen fewer than
+    ``min_item_support`` times in the remaining ones, then sessions that became
+    short."""
+    clicks = raw.clicks
     kept = [s for s in clicks if len(clicks[s]) >= min_session_length]
     if not kept:
         raise ValueError(f"no session has {min_session_length} or more clicks")
-    # 3. item support over the remaining sessions, then filter
     counts = np.bincount(np.fromiter((i for s in kept for i in clicks[s]), dtype=np.int64),
                          minlength=len(raw.item_names))
     ok = (counts >= min_item_support).tolist()
@@ -335,13 +361,27 @@ def srgnn_protocol(raw: RawSessions, test_days: float = 7.0, min_item_support: i
     if not filtered:
         raise ValueError(f"no session is left after removing items seen fewer than "
                          f"{min_item_support} times")
-    # 4. temporal split (strict on both sides), stable sort by date
+    return filtered
+
+
+def _temporal_split(dates: Dict[str, float], filtered: Dict[str, List[int]],
+                    test_days: float) -> Tuple[List[Tuple[str, float]],
+                                               List[Tuple[str, float]], float, float]:
+    """Step 4: (training sessions, test sessions) as ``(id, date)`` sorted by date
+    (stable), strictly before / after the split date; the split and latest dates."""
     sess_dates = [(s, dates[s]) for s in dates if s in filtered]
     max_date = max(d for _, d in sess_dates)
     split_date = max_date - DAY * test_days
     tra = sorted((x for x in sess_dates if x[1] < split_date), key=operator.itemgetter(1))
     tes = sorted((x for x in sess_dates if x[1] > split_date), key=operator.itemgetter(1))
-    # 5. renumber over training sessions; map test sessions, dropping unseen items
+    return tra, tes, split_date, max_date
+
+
+def _renumber(tra: List[Tuple[str, float]], tes: List[Tuple[str, float]],
+              filtered: Dict[str, List[int]], min_session_length: int, test_days: float
+              ) -> Tuple[Dict[int, int], List[List[int]], List[List[int]]]:
+    """Step 5: ids from 1 in order of first appearance in the date-sorted training
+    sessions; test sessions mapped, their unseen items dropped, then short ones."""
     item_dict: Dict[int, int] = {}
     train_sessions: List[List[int]] = []
     for s, _ in tra:
@@ -360,29 +400,20 @@ def srgnn_protocol(raw: RawSessions, test_days: float = 7.0, min_item_support: i
         out = [item_dict[i] for i in filtered[s] if i in item_dict]
         if len(out) >= min_session_length:
             test_sessions.append(out)
-    # 6. prefix expansion (bounded: quadratic in the session length)
-    check_sequence_sizes(train_sessions, 'training sessions', limits, expand=True,
-                         what='session')
-    check_sequence_sizes(test_sessions, 'test sessions', limits, expand=True,
-                         what='session')
-    train = expand_prefixes(train_sessions)
-    test = expand_prefixes(test_sessions)
-    # 7. fraction of the most recent training sequences, ids not renumbered
-    if fraction > 1:
-        k = int(len(train) / fraction)
-        if k > 0:  # released seqs[-0:] keeps everything
-            n_pre = torch.tensor([len(x) - 1 for x in train_sessions])
-            sess_of = torch.repeat_interleave(torch.arange(len(train_sessions)), n_pre)
-            first = int(sess_of[len(train) - k])
-            train = train[len(train) - k:]
-            train_sessions = train_sessions[first:]
-    names = [''] * len(item_dict)
-    for code, new in item_dict.items():
-        names[new - 1] = raw.item_names[code]
-    return ProtocolResult(train_sessions=train_sessions, test_sessions=test_sessions,
-                          train=train, test=test, num_items=len(item_dict),
-                          split_date=split_date, max_date=max_date, item_ids=names,
-                          test_sessions_before_unseen_filter=len(tes))
+    return item_dict, train_sessions, test_sessions
+
+
+def _most_recent_fraction(train: SessionSequences, train_sessions: List[List[int]],
+                          fraction: int) -> Tuple[SessionSequences, List[List[int]]]:
+    """Step 7: the most recent ``1/fraction`` of the training sequences and the
+    sessions from the one of its first sequence on (ids not renumbered)."""
+    k = int(len(train) / fraction)
+    if fraction <= 1 or k == 0:  # released seqs[-0:] keeps everything
+        return train, train_sessions
+    n_pre = torch.tensor([len(x) - 1 for x in train_sessions])
+    sess_of = torch.repeat_interleave(torch.arange(len(train_sessions)), n_pre)
+    first = int(sess_of[len(train) - k])
+    return train[len(train) - k:], train_sessions[first:]
 
 
 # --------------------------------------------------------------------- the readers
@@ -400,6 +431,35 @@ class _Items:
             c = self.codes[name] = len(self.names)
             self.names.append(name)
         return c
+
+
+class _SessionGrouper:
+    """Groups rows into sessions as the released script does: the clicks of a
+    session in file order, and its date taken from the last row of each block of
+    consecutive rows (so the last row of its last block wins)."""
+
+    def __init__(self) -> None:
+        self.clicks: Dict[str, List[Any]] = {}
+        self.dates: Dict[str, float] = {}
+        self._current: Optional[str] = None
+        self._date = 0.0
+
+    def add(self, sid: str, click: Any, date: float) -> None:
+        if self._current is not None and self._current != sid:
+            self.dates[self._current] = self._date
+        self._current, self._date = sid, date
+        lst = self.clicks.get(sid)
+        if lst is None:
+            self.clicks[sid] = [click]
+        else:
+            lst.append(click)
+
+    def finish(self, empty_message: str) -> Tuple[Dict[str, List[Any]], Dict[str, float]]:
+        """(clicks, dates) per session; ``ValueError(empty_message)`` when no row came."""
+        if self._current is None:
+            raise ValueError(empty_message)
+        self.dates[self._current] = self._date
+        return self.clicks, self.dates
 
 
 def read_diginetica(path: PathLike) -> RawSessions:
@@ -430,11 +490,8 @@ def read_diginetica(path: PathLike) -> RawSessions:
         raise _err(path, line, f"unexpected header {';'.join(header)!r}: expected "
                    + ' or '.join(repr(';'.join(h)) for h in DIGINETICA_HEADERS))
     items = _Items()
-    clicks: Dict[str, List[Tuple[int, int]]] = {}
-    dates: Dict[str, float] = {}
+    sessions = _SessionGrouper()
     day_cache: Dict[str, float] = {}
-    curid: Optional[str] = None
-    curdate = 0.0
     for line, row in rows:
         if len(row) != 5:
             raise _err(path, line, f"expected 5 ';'-separated fields "
@@ -453,17 +510,8 @@ def read_diginetica(path: PathLike) -> RawSessions:
                 d = day_cache[day] = _parse_day(day)
             except _Malformed as e:
                 raise _err(path, line, str(e)) from None
-        if curid is not None and curid != sid:
-            dates[curid] = curdate
-        curid, curdate = sid, d
-        lst = clicks.get(sid)
-        if lst is None:
-            clicks[sid] = [(items(item), tfv)]
-        else:
-            lst.append((items(item), tfv))
-    if curid is None:
-        raise ValueError(f"{path}: no data rows after the header")
-    dates[curid] = curdate
+        sessions.add(sid, (items(item), tfv), d)
+    clicks, dates = sessions.finish(f"{path}: no data rows after the header")
     key = operator.itemgetter(1)
     sorted_clicks = {s: [c for c, _ in sorted(v, key=key)] for s, v in clicks.items()}
     return RawSessions(sorted_clicks, _in_click_order(dates, sorted_clicks), items.names)
@@ -496,18 +544,14 @@ def read_yoochoose(path: PathLike) -> RawSessions:
     path = Path(path)
     items = _Items()
     parse = _IsoSeconds()
-    clicks: Dict[str, List[int]] = {}
-    dates: Dict[str, float] = {}
-    curid: Optional[str] = None
-    curdate = 0.0
+    sessions = _SessionGrouper()
     for line, row in _rows(path, ','):
         if len(row) != 4:
             raise _err(path, line, f"expected 4 ','-separated fields "
                        f"(session,timestamp,item,category), got {len(row)}: "
                        f"{','.join(row)!r:.80}")
         sid, ts, item, _ = row
-        if curid is None and line == 1 and not sid.strip().isdigit() \
-                and not ts[:1].isdigit():
+        if line == 1 and not sid.strip().isdigit() and not ts[:1].isdigit():
             continue  # a header line (the released script needs one)
         if not sid or not item:
             raise _err(path, line, f"empty {'session' if not sid else 'item'} id")
@@ -515,17 +559,8 @@ def read_yoochoose(path: PathLike) -> RawSessions:
             d = parse(ts)
         except _Malformed as e:
             raise _err(path, line, str(e)) from None
-        if curid is not None and curid != sid:
-            dates[curid] = curdate
-        curid, curdate = sid, d
-        lst = clicks.get(sid)
-        if lst is None:
-            clicks[sid] = [items(item)]
-        else:
-            lst.append(items(item))
-    if curid is None:
-        raise ValueError(f"{path}: no data rows")
-    dates[curid] = curdate
+        sessions.add(sid, items(item), d)
+    clicks, dates = sessions.finish(f"{path}: no data rows")
     return RawSessions(clicks, _in_click_order(dates, clicks), items.names)
 
 

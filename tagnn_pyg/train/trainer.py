@@ -22,6 +22,7 @@ from torch import Tensor
 from ..checkpoint import (CheckpointError, config_with_defaults, load_checkpoint,
                           save_checkpoint, set_rng_state)
 from ..optim import AGC, make_adam
+from ..utils.io import atomic_write_text
 from .config import RESUMABLE_CHANGES, TrainConfig, describe_protocol, describe_schedule
 from .evaluation import evaluate
 from .runtime import (_autocast, _epoch_seed, _progress, resolve_device, seed_everything,
@@ -53,14 +54,8 @@ def _model_name(model: torch.nn.Module) -> str:
     return type(model).__name__
 
 
-def _atomic_text(path: Path, text: str) -> None:
-    from ..utils.io import atomic_write_text
-    atomic_write_text(path, text)
-
-
 def _fmt_metrics(metrics: Mapping[str, float], keys: Iterable[str]) -> str:
     return '  '.join(f'{k} {metrics[k]:.2f}' for k in keys if k in metrics)
-
 
 
 @dataclass
@@ -658,7 +653,7 @@ class Trainer:
         result['history'] = self.history
         if self.out_dir is not None:
             result['checkpoints'] = {'best': str(self.best_path), 'last': str(self.last_path)}
-            _atomic_text(self.out_dir / 'metrics.json', json.dumps(result, indent=2) + '\n')
+            atomic_write_text(self.out_dir / 'metrics.json', json.dumps(result, indent=2) + '\n')
         return result
 
     # -- logs ----------------------------------------------------------------
@@ -693,7 +688,7 @@ class Trainer:
         if self.out_dir is None:
             return
         rows = [_flatten(r) for r in self.history]
-        _atomic_text(self.out_dir / 'log.jsonl',
+        atomic_write_text(self.out_dir / 'log.jsonl',
                      ''.join(json.dumps(r) + '\n' for r in self.history))
         columns: List[str] = []
         for r in rows:
@@ -702,7 +697,7 @@ class Trainer:
         writer = csv.DictWriter(buf, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
-        _atomic_text(self.out_dir / 'log.csv', buf.getvalue())
+        atomic_write_text(self.out_dir / 'log.csv', buf.getvalue())
         if self._tb is not None and rows:
             last = rows[-1]
             for key, value in last.items():
