@@ -144,3 +144,27 @@ def test_bad_config_file(tmp_path, capsys, content, message):
     path.write_text(content)
     assert main(['train', '--config', str(path), '--out', str(tmp_path / 'r')]) == 1
     assert message in capsys.readouterr().err
+
+
+def _subparsers():
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == 'command')
+    return sub.choices
+
+
+@pytest.mark.parametrize('command', sorted(_subparsers()))
+def test_every_option_says_what_it_does_and_its_default(command):
+    """--help of every command: each option has a help text, and each option
+    that takes a value names its default (or says it is required)."""
+    import argparse
+    for action in _subparsers()[command]._actions:
+        if isinstance(action, argparse._HelpAction) or not action.option_strings:
+            continue
+        assert action.help, f"{command} {action.option_strings}: no help text"
+        takes_value = action.nargs != 0 and not isinstance(
+            action, (argparse._StoreTrueAction, argparse._StoreFalseAction,
+                     argparse.BooleanOptionalAction, argparse._AppendAction))
+        if takes_value and not action.required:
+            text = action.help.lower()
+            assert 'default' in text or 'none' in text, \
+                f"{command} {action.option_strings}: help names no default: {action.help!r}"

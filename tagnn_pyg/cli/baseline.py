@@ -26,7 +26,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument('--method', required=True, choices=BASELINE_NAMES,
                    help='pop (global popularity), spop (session popularity), itemknn '
                         '(cosine item-to-item)')
-    p.add_argument('--out', default=None, metavar='DIR', help='writes DIR/metrics.json')
+    p.add_argument('--out', default=None, metavar='DIR', help='also write DIR/metrics.json (default: print only)')
     names = add_config_arguments(p, TrainConfig, include=SPLIT_FIELDS,
                                  choices={'protocol': PROTOCOLS, 'valid': VALID_SPLITS},
                                  title='protocol and metrics')

@@ -97,10 +97,12 @@ def add_debug(p: argparse.ArgumentParser) -> None:
                    help='show tracebacks instead of one-line errors')
 
 
-def add_data(p: argparse.ArgumentParser, required: bool = True) -> None:
+def add_data(p: argparse.ArgumentParser, required: bool = True,
+             default_text: str = 'none') -> None:
     p.add_argument('--data', required=required, metavar='DATA',
                    help="an SR-GNN or prepared folder, or a built-in name: "
-                        + ', '.join(BUILTIN_DATA))
+                        + ', '.join(BUILTIN_DATA)
+                        + ('' if required else f' (default: {default_text})'))
     p.add_argument('--root', default=None, metavar='DIR',
                    help=f"folder of the built-in data sets (default: ./{DEFAULT_ROOT})")
     from ..data.limits import add_limit_arguments  # torch-free

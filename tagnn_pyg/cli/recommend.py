@@ -29,7 +29,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    help='required by models that emulate the released padding '
                         '(released_padding=True): the length the released code pads every '
                         'session to, the longest session of the data set the query belongs '
-                        "to (e.g. 40 for Diginetica's test set)")
+                        "to (e.g. 40 for Diginetica's test set); default: none, refused for "
+                        "other models")
     add_data(p, required=False)
     p.add_argument('--allow-other-data', action='store_true',
                    help='with --data: use it even if it is not what the checkpoint was '

@@ -41,16 +41,18 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         'metrics.json, config.json, log.csv, log.jsonl, train.log.\n\n'
         'Settings: TrainConfig defaults (shown below), replaced by --preset or --config '
         '(or by last.pt with --resume), replaced by the flags given.')
-    add_data(p, required=False)
+    add_data(p, required=False, default_text="the --config file's; required without it")
     g = p.add_argument_group('model and run')
     g.add_argument('--model', choices=MODEL_NAMES, default=None,
-                   help='model (optional with --preset, --config or --resume)')
+                   help="model (default: the --preset's, --config's or checkpoint's; "
+                        "required without them)")
     g.add_argument('--preset', default=None, metavar='NAME',
                    help="named model and training settings, e.g. tagnn, srgnn, "
-                        "tagnnpp-paper-diginetica (see docs/training.md)")
+                        "tagnnpp-paper-diginetica (see docs/training.md; default: none, "
+                        "TrainConfig's settings)")
     g.add_argument('--config', default=None, metavar='FILE',
                    help="re-run the settings of a run's config.json (JSON or YAML); "
-                        "flags given beside it override")
+                        "flags given beside it override (default: none)")
     g.add_argument('--out', required=True, metavar='RUN_DIR', help='run directory')
     g.add_argument('--resume', action='store_true',
                    help='continue the run in RUN_DIR from last.pt')
