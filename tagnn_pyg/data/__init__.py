@@ -4,7 +4,7 @@ The names are imported lazily (PEP 562), so that the torch-free modules of this
 package (``limits``, ``fingerprint``, ``manifest``) can be imported by the
 command line for ``--help`` without importing torch and PyG.
 """
-from typing import Any, List
+from ..utils.lazy import lazy_exports
 
 _EXPORTS = {
     'SessionData': 'session_data',
@@ -31,14 +31,4 @@ _EXPORTS = {
 __all__ = list(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        import importlib
-        value = getattr(importlib.import_module(f'.{_EXPORTS[name]}', __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> List[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

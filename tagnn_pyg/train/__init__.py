@@ -30,7 +30,7 @@ The package holds one module per job: :mod:`.config` (``TrainConfig``),
 :mod:`.splits` (``make_splits``), :mod:`.evaluation`, :mod:`.runtime` (devices,
 seeds, determinism) and :mod:`.trainer` (the loop, checkpoints, logs).
 """
-from typing import Any
+from ..utils.lazy import lazy_exports
 
 # Lazy (PEP 562): ``tagnn_pyg.train.config`` is torch-free and imported by the
 # command line for ``--help``; the loop and the evaluation import torch only
@@ -53,14 +53,4 @@ _EXPORTS = {
 __all__ = list(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        import importlib
-        value = getattr(importlib.import_module(f'.{_EXPORTS[name]}', __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
