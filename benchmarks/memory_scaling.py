@@ -31,6 +31,8 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
+from tagnn_pyg.utils import proc_status_kib
+
 # passive OpenMP waiting: see speed.py (the machine is shared); inherited by the children
 os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
 HERE = Path(__file__).resolve().parent
@@ -38,14 +40,8 @@ LIMIT_MIB = 2048.0
 
 
 def _status_mib(key: str) -> Optional[float]:
-    try:
-        with open('/proc/self/status') as f:
-            for line in f:
-                if line.startswith(key + ':'):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
+    kib = proc_status_kib(key)
+    return None if kib is None else kib / 1024
 
 
 def child(args: argparse.Namespace) -> Dict[str, Any]:
