@@ -1,6 +1,6 @@
 r"""The gated session-graph convolution of SR-GNN, TAGNN and TAGNN++."""
 
-from typing import Optional, Tuple
+from typing import Optional, Tuple  # noqa: F401 (Optional: the propagate_type below)
 
 import torch
 from torch import Tensor
