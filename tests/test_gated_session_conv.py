@@ -152,6 +152,14 @@ def test_init_repr_and_errors():
              batch.edge_weight_in[:-1])
     with pytest.raises(ValueError, match='num_steps'):
         GatedSessionConv(4, num_steps=0)
+    with pytest.raises(TypeError, match='got list'):
+        conv(torch.randn(batch.num_nodes, d), batch.edge_index.tolist())
+    with pytest.raises(ValueError, match=r'\[2, num_edges\]'):
+        conv(torch.randn(batch.num_nodes, d), batch.edge_index[:1])
+    with pytest.raises(ValueError, match=r'adj_t must have shape \[17, 17\]'):
+        conv(torch.randn(17, d), torch.eye(4).to_sparse_csr())
+    with pytest.raises(ValueError, match='cannot be given together'):
+        conv(torch.randn(4, d), torch.eye(4).to_sparse_csr(), torch.ones(4))
 
 
 def test_message_bias_false_is_papers_single_bias():

@@ -153,6 +153,11 @@ class GatedSessionConv(MessagePassing):
         if x.dim() != 2 or x.size(-1) != self.channels:
             raise ValueError(f"x must have shape [num_nodes, {self.channels}], "
                              f"got {list(x.shape)}")
+        if not torch.jit.is_scripting() and not isinstance(edge_index,
+                                                           (Tensor, SparseTensor)):
+            raise TypeError(f"edge_index must be a [2, num_edges] tensor or a sparse "
+                            f"adj_t (torch.sparse or SparseTensor), got "
+                            f"{type(edge_index).__name__}")
         if isinstance(edge_index, Tensor) and not is_torch_sparse_tensor(edge_index):
             w_in, w_out = self._edge_weights(edge_index, x, edge_weight_in,
                                              edge_weight_out)
