@@ -29,7 +29,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from tagnn_pyg.utils import proc_status_kib
 
 # passive OpenMP waiting: see speed.py (the machine is shared); inherited by the children
 os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
@@ -38,14 +40,39 @@ LIMIT_MIB = 2048.0
 
 
 def _status_mib(key: str) -> Optional[float]:
-    try:
-        with open('/proc/self/status') as f:
-            for line in f:
-                if line.startswith(key + ':'):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
+    kib = proc_status_kib(key)
+    return None if kib is None else kib / 1024
+
+
+def _build_tagnn_pyg(args: argparse.Namespace, num_items: int,
+                     sessions: List[List[int]]) -> Tuple[Any, Any, Optional[float], float]:
+    """The library's TAGNN and batch: ``(score function, chunk, RSS after import, build s)``."""
+    from tagnn_pyg.data import SessionSequences
+    from tagnn_pyg.data.batching import build_session_batch
+    from tagnn_pyg.models import TAGNN
+    rss_after_import = _status_mib('VmRSS')
+    t0 = time.perf_counter()
+    model = TAGNN(num_items, args.hidden, chunk_size=args.chunk_size).eval()
+    seqs = SessionSequences.from_lists(sessions)
+    batch = build_session_batch(seqs.items, seqs.ptr)
+    chunk = args.chunk_size or 'auto (2**23 elements per [positions, chunk] matrix)'
+    return (lambda: model(batch)), chunk, rss_after_import, time.perf_counter() - t0
+
+
+def _build_reference(args: argparse.Namespace, num_items: int,
+                     sessions: List[List[int]]) -> Tuple[Any, Any, Optional[float], float]:
+    """The released computation and its padded batch, as :func:`_build_tagnn_pyg`."""
+    import numpy as np
+    sys.path.insert(0, str(HERE))
+    from reference_released import (ReleasedSessionData, ReleasedSessionGraph,
+                                    released_scores)
+    rss_after_import = _status_mib('VmRSS')
+    t0 = time.perf_counter()
+    model = ReleasedSessionGraph(num_items, args.hidden, kind='tagnn').eval()
+    data = ReleasedSessionData(sessions, [1] * len(sessions))
+    rbatch = data.get_slice(np.arange(len(sessions)))
+    return ((lambda: released_scores(model, rbatch, 'cpu')[0]), None, rss_after_import,
+            time.perf_counter() - t0)
 
 
 def child(args: argparse.Namespace) -> Dict[str, Any]:
@@ -53,39 +80,13 @@ def child(args: argparse.Namespace) -> Dict[str, Any]:
     import numpy as np
     import torch
     torch.set_num_threads(args.threads)
-    rss_after_import = _status_mib('VmRSS')
     num_items = args.num_items + 1  # ids 1..num_items plus padding 0
     rng = np.random.default_rng(0)
     lengths = rng.integers(1, args.max_length + 1, size=args.sessions)
     sessions = [rng.integers(1, num_items, size=n).tolist() for n in lengths]
     torch.manual_seed(0)
-    if args.implementation == 'tagnn_pyg':
-        from tagnn_pyg.data import SessionSequences
-        from tagnn_pyg.data.batching import build_session_batch
-        from tagnn_pyg.models import TAGNN
-        rss_after_import = _status_mib('VmRSS')
-        t0 = time.perf_counter()
-        model = TAGNN(num_items, args.hidden, chunk_size=args.chunk_size).eval()
-        seqs = SessionSequences.from_lists(sessions)
-        batch = build_session_batch(seqs.items, seqs.ptr)
-        chunk = args.chunk_size or 'auto (2**23 elements per [positions, chunk] matrix)'
-
-        def score() -> 'torch.Tensor':
-            return model(batch)
-    else:
-        sys.path.insert(0, str(HERE))
-        from reference_released import (ReleasedSessionData, ReleasedSessionGraph,
-                                        released_scores)
-        rss_after_import = _status_mib('VmRSS')
-        t0 = time.perf_counter()
-        model = ReleasedSessionGraph(num_items, args.hidden, kind='tagnn').eval()
-        data = ReleasedSessionData(sessions, [1] * len(sessions))
-        rbatch = data.get_slice(np.arange(len(sessions)))
-        chunk = None
-
-        def score() -> 'torch.Tensor':
-            return released_scores(model, rbatch, 'cpu')[0]
-    build_s = time.perf_counter() - t0
+    build = _build_tagnn_pyg if args.implementation == 'tagnn_pyg' else _build_reference
+    score, chunk, rss_after_import, build_s = build(args, num_items, sessions)
     rss_after_build = _status_mib('VmRSS')
     times = []
     with torch.inference_mode():

@@ -39,33 +39,41 @@ __all__ = ['target_rank', 'TopKMetrics', 'Evaluator', 'METRIC_NAMES']
 METRIC_NAMES: Tuple[str, ...] = ('HR', 'MRR', 'NDCG')
 
 
-def _check_scores_target(scores: Tensor, target: Tensor) -> None:
-    r"""Shape and dtype checks that need no device synchronisation."""
+def _check_scores_target(scores: Tensor, target: Tensor, scores_name: str = 'scores',
+                         target_name: str = 'target') -> Tensor:
+    r"""Shape and dtype checks that need no device synchronisation; returns
+    ``target`` as a vector (``[B, 1]`` is accepted). The names are those the
+    caller's user knows the arguments by (``y_pred`` / ``y_true`` for
+    :class:`Evaluator`)."""
     if not isinstance(scores, Tensor) or not isinstance(target, Tensor):
-        raise TypeError(f"scores and target must be tensors, got "
+        raise TypeError(f"{scores_name} and {target_name} must be tensors, got "
                         f"{type(scores).__name__} and {type(target).__name__}")
     if scores.dim() != 2:
-        raise ValueError(f"scores must be a [batch, num_items] matrix, got shape "
-                         f"{tuple(scores.shape)}")
+        raise ValueError(f"{scores_name} must be a [batch, num_items] matrix, got "
+                         f"shape {tuple(scores.shape)}")
     if not scores.is_floating_point():
-        raise ValueError(f"scores must be floating point, got dtype {scores.dtype}")
+        raise ValueError(f"{scores_name} must hold floating-point scores, got dtype "
+                         f"{scores.dtype}")
     if target.dim() == 2 and target.size(1) == 1:
         target = target.view(-1)
     if target.dim() != 1:
-        raise ValueError(f"target must be a vector of item ids [batch], got shape "
-                         f"{tuple(target.shape)}")
+        raise ValueError(f"{target_name} must be a vector of item ids [batch] (or "
+                         f"[batch, 1]), got shape {tuple(target.shape)}")
     if target.size(0) != scores.size(0):
         raise ValueError(f"{target.size(0)} targets for {scores.size(0)} score rows: "
-                         f"target must hold one item id per row of scores")
+                         f"{target_name} has {target.size(0)} cases but {scores_name} "
+                         f"has {scores.size(0)} rows (one item id per row)")
     if target.dtype in (torch.bool, ) or target.is_floating_point() \
             or target.is_complex():
-        raise ValueError(f"target must hold integer item ids, got dtype {target.dtype}")
+        raise ValueError(f"{target_name} must hold integer item ids, got dtype "
+                         f"{target.dtype}")
     if scores.size(1) < 2:
-        raise ValueError(f"scores must have at least 2 columns (column 0 is the "
+        raise ValueError(f"{scores_name} must have at least 2 columns (column 0 is the "
                          f"padding id), got {scores.size(1)}")
     if target.device != scores.device:
-        raise ValueError(f"target is on {target.device} but scores are on "
-                         f"{scores.device}")
+        raise ValueError(f"{target_name} is on {target.device} but {scores_name} are "
+                         f"on {scores.device}")
+    return target
 
 
 def _check_values(scores: Tensor, target: Tensor) -> None:
@@ -131,8 +139,7 @@ def target_rank(scores: Tensor, target: Tensor, validate: bool = True) -> Tensor
         >>> target_rank(scores, torch.tensor([2]))  # item 3 ties: counted above
         tensor([2])
     """
-    _check_scores_target(scores, target)
-    target = target.view(-1)
+    target = _check_scores_target(scores, target)
     if validate:
         _check_values(scores, target)
     return _rank(scores, target)
@@ -210,8 +217,7 @@ class TopKMetrics:
         Shapes:
             - **scores** :math:`(B, M)`, **target** :math:`(B,)` or :math:`(B, 1)`
         """
-        _check_scores_target(scores, target)
-        target = target.view(-1)
+        target = _check_scores_target(scores, target)
         scores = scores.detach()
         if scores.device.type == 'cpu':
             _check_values(scores, target)  # no device to wait for: fail early
@@ -368,32 +374,15 @@ class Evaluator:
             raise KeyError(f"input_dict is missing {missing} (got keys "
                            f"{sorted(map(str, input_dict))}); "
                            f"{self.expected_input_format}")
-        y_true = self._as_tensor(input_dict['y_true'], 'y_true')
         y_pred = self._as_tensor(input_dict['y_pred'], 'y_pred')
-        if y_true.dim() == 2 and y_true.size(1) == 1:
-            y_true = y_true.view(-1)
-        if y_true.dim() != 1:
-            raise ValueError(f"y_true must have shape (num_cases,) or (num_cases, 1),"
-                             f" got {tuple(y_true.shape)}")
-        if y_true.dtype == torch.bool or y_true.is_floating_point() \
-                or y_true.is_complex():
-            raise ValueError(f"y_true must hold integer item ids, got dtype "
-                             f"{y_true.dtype}")
-        if y_pred.dim() != 2:
-            raise ValueError(f"y_pred must have shape (num_cases, num_items), got "
-                             f"{tuple(y_pred.shape)}")
-        if not y_pred.is_floating_point():
-            raise ValueError(f"y_pred must hold floating-point scores, got dtype "
-                             f"{y_pred.dtype}")
-        if y_true.size(0) != y_pred.size(0):
-            raise ValueError(f"y_true has {y_true.size(0)} cases but y_pred has "
-                             f"{y_pred.size(0)} rows")
+        y_true = self._as_tensor(input_dict['y_true'], 'y_true').to(y_pred.device)
+        y_true = _check_scores_target(y_pred, y_true, 'y_pred', 'y_true')
         if y_true.size(0) == 0:
             raise ValueError("y_true and y_pred hold no test case")
         if self.num_items is not None and y_pred.size(1) != self.num_items:
             raise ValueError(f"y_pred has {y_pred.size(1)} columns but {self.name!r} "
                              f"has {self.num_items} item ids (incl. padding 0)")
-        return y_true.to(y_pred.device).long(), y_pred
+        return y_true.long(), y_pred
 
     def eval(self, input_dict: Mapping[str, Any]) -> Dict[str, float]:
         r"""Rank every target among all items and return the metrics (percent).

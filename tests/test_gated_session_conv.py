@@ -88,8 +88,9 @@ def _dense_counts(batch):
 
 
 @pytest.mark.filterwarnings('ignore:Sparse CSR tensor support')
+@pytest.mark.filterwarnings('ignore:Sparse invariant checks')
 @pytest.mark.parametrize('weighting', ['binary', 'count'])
-@pytest.mark.parametrize('layout', ['coo', 'csr', 'sparse_tensor'])
+@pytest.mark.parametrize('layout', ['coo', 'csr', 'csc', 'sparse_tensor'])
 def test_sparse_matrix_equals_edge_index(weighting, layout):
     if layout == 'sparse_tensor' and not WITH_TORCH_SPARSE:
         pytest.skip('torch_sparse not installed')
@@ -103,10 +104,13 @@ def test_sparse_matrix_equals_edge_index(weighting, layout):
     A = _dense_counts(batch)
     if weighting == 'binary':
         A = (A > 0).double()
+    A = A.t()  # PyG's adj_t convention: adj_t[target, source]
     if layout == 'coo':
         adj = A.to_sparse_coo()
     elif layout == 'csr':
         adj = A.to_sparse_csr()
+    elif layout == 'csc':
+        adj = A.to_sparse_csc()
     else:
         adj = SparseTensor.from_dense(A)
     # SessionData stores its weights in float32; the matrix path is float64.
@@ -148,3 +152,56 @@ def test_init_repr_and_errors():
              batch.edge_weight_in[:-1])
     with pytest.raises(ValueError, match='num_steps'):
         GatedSessionConv(4, num_steps=0)
+    with pytest.raises(TypeError, match='got list'):
+        conv(torch.randn(batch.num_nodes, d), batch.edge_index.tolist())
+    with pytest.raises(ValueError, match=r'\[2, num_edges\]'):
+        conv(torch.randn(batch.num_nodes, d), batch.edge_index[:1])
+    with pytest.raises(ValueError, match=r'adj_t must have shape \[17, 17\]'):
+        conv(torch.randn(17, d), torch.eye(4).to_sparse_csr())
+    with pytest.raises(ValueError, match='cannot be given together'):
+        conv(torch.randn(4, d), torch.eye(4).to_sparse_csr(), torch.ones(4))
+
+
+def test_message_bias_false_is_papers_single_bias():
+    torch.manual_seed(4)
+    d = 8
+    batch = make_batch(SESSIONS)
+    x = torch.randn(batch.num_nodes, d, dtype=torch.double)
+    conv = GatedSessionConv(d, message_bias=False).double()
+    assert conv.lin_in.bias is None and conv.bias_in is not None
+    assert repr(conv) == 'GatedSessionConv(8, num_steps=1, bias=True, message_bias=False)'
+    # The released layer with c_in = c_out = 0 computes the same.
+    released = GatedSessionConv(d).double()
+    released.load_state_dict(conv.state_dict(), strict=False)
+    with torch.no_grad():
+        released.lin_in.bias.zero_()
+        released.lin_out.bias.zero_()
+    torch.testing.assert_close(conv(x, batch.edge_index), released(x, batch.edge_index))
+
+
+def _conv_and_inputs():
+    torch.manual_seed(5)
+    conv = GatedSessionConv(8, num_steps=2)
+    batch = make_batch(SESSIONS, 'count')
+    x = torch.randn(batch.num_nodes, 8)
+    return conv, x, batch.edge_index, batch.edge_weight_in, batch.edge_weight_out
+
+
+@pytest.mark.filterwarnings('ignore:`torch.jit.script')
+def test_jit_script():
+    # As PyG's own test_gated_graph_conv.py (2.8) does for GatedGraphConv.
+    conv, x, edge_index, w_in, w_out = _conv_and_inputs()
+    jit = torch.jit.script(conv)
+    torch.testing.assert_close(jit(x, edge_index), conv(x, edge_index), atol=1e-6, rtol=0)
+    torch.testing.assert_close(jit(x, edge_index, w_in, w_out),
+                               conv(x, edge_index, w_in, w_out), atol=1e-6, rtol=0)
+
+
+def test_torch_compile_without_graph_breaks():
+    import torch._dynamo as dynamo
+    conv, x, edge_index, w_in, w_out = _conv_and_inputs()
+    explanation = dynamo.explain(conv)(x, edge_index, w_in, w_out)
+    assert explanation.graph_break_count == 0
+    expected = conv(x, edge_index, w_in, w_out)
+    out = torch.compile(conv)(x, edge_index, w_in, w_out)
+    torch.testing.assert_close(out, expected, atol=1e-6, rtol=0)

@@ -100,3 +100,32 @@ def test_mean_pooling_is_pyg_mean_aggregation():
     x, index, _ = positions()
     expected = torch.stack([s.mean(0) for s in sessions(x)])
     torch.testing.assert_close(MeanAggregation()(x, index), expected)
+
+
+def test_ptr_paths_equal_index_paths_with_empty_sessions():
+    # Aggregation.__call__ passes ptr through: LastItemReadout reads ptr[1:] - 1,
+    # SoftAttentionReadout uses PyG's softmax(..., ptr=).
+    torch.manual_seed(2)
+    x, _, _ = positions()
+    lengths = [4, 0, 1, 3, 7, 0, 2]
+    ptr = torch.tensor([0] + lengths).cumsum(0)
+    index = torch.repeat_interleave(torch.arange(len(lengths)), torch.tensor(lengths))
+    last = LastItemReadout()
+    torch.testing.assert_close(last(x, ptr=ptr), last(x, index, dim_size=len(lengths)),
+                               rtol=0, atol=0)
+    assert last(x, ptr=ptr)[[1, 5]].abs().sum() == 0
+    for softmax in (False, True):
+        readout = SoftAttentionReadout(6, softmax=softmax).double()
+        torch.testing.assert_close(readout(x, ptr=ptr),
+                                   readout(x, index, dim_size=len(lengths)))
+
+
+def test_resolve_index_and_input_checks():
+    from tagnn_pyg.nn.readouts import resolve_index
+    x, index, ptr = positions()
+    assert torch.equal(resolve_index(x, ptr=ptr), index)
+    assert torch.equal(resolve_index(x), torch.zeros(x.size(0), dtype=torch.long))
+    with pytest.raises(ValueError, match=r'index must have shape \[17\]'):
+        resolve_index(x, index[:-1])
+    with pytest.raises(ValueError, match='two-dimensional'):
+        LastItemReadout()(x.view(1, *x.shape), index)

@@ -10,13 +10,13 @@ Only items :math:`1, \dots, m` are scored; column 0 (the padding id) is
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Dict, Optional
 
 import torch
 from torch import Tensor
-from torch_geometric.utils import cumsum, scatter
+
+from tagnn_pyg.nn.inits import released_uniform
 
 __all__ = ['SessionRecommender', 'SessionPositions', 'pad_padding_column',
            'check_candidates', 'check_session_batch', 'dot_scores']
@@ -97,14 +97,6 @@ class SessionPositions:
     pad_count: Optional[Tensor] = None
     pad_x: Optional[Tensor] = None
 
-    @property
-    def ptr(self) -> Tensor:
-        r"""``[B + 1]`` CSR offsets of the sessions' positions (sorted
-        ``index``)."""
-        counts = scatter(torch.ones_like(self.index), self.index, 0,
-                         dim_size=self.num_sessions, reduce='sum')
-        return cumsum(counts)
-
 
 class SessionRecommender(torch.nn.Module):
     r"""Base class of :class:`SRGNN`, :class:`TAGNN` and :class:`TAGNNPlusPlus`.
@@ -141,10 +133,11 @@ class SessionRecommender(torch.nn.Module):
 
     def reset_parameters(self) -> None:
         r"""Every parameter uniform in :math:`[-1/\sqrt{d}, 1/\sqrt{d}]`, as
-        released (``SessionGraph.reset_parameters``)."""
-        stdv = 1.0 / math.sqrt(self.hidden_channels)
-        for p in self.parameters():
-            torch.nn.init.uniform_(p, -stdv, stdv)
+        released (``SessionGraph.reset_parameters``): the
+        :mod:`tagnn_pyg.nn` layers reset themselves, the rest is drawn by
+        :func:`torch_geometric.nn.inits.uniform`
+        (:func:`~tagnn_pyg.nn.inits.released_uniform`)."""
+        released_uniform(self.hidden_channels, self)
 
     # -- forward -----------------------------------------------------------
     def node_features(self, batch: Any) -> Tensor:

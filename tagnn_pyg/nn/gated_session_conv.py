@@ -1,178 +1,103 @@
-r"""The gated session-graph convolution of SR-GNN / TAGNN / TAGNN++ (as released)."""
-from __future__ import annotations
+r"""The gated session-graph convolution of SR-GNN, TAGNN and TAGNN++."""
 
-import math
-from typing import Optional, Tuple
+from typing import Optional, Tuple  # noqa: F401 (Optional: the propagate_type below)
 
 import torch
 from torch import Tensor
 from torch.nn import GRUCell, Linear, Parameter
 
 from torch_geometric.nn.conv import MessagePassing
-from torch_geometric.typing import SparseTensor
-from torch_geometric.utils import is_torch_sparse_tensor, scatter
+from torch_geometric.nn.inits import uniform
+from torch_geometric.typing import Adj, OptTensor, SparseTensor
+from torch_geometric.utils import (degree, is_torch_sparse_tensor, scatter, spmm,
+                                   to_edge_index, to_torch_csr_tensor)
 
-__all__ = ['GatedSessionConv', 'sparse_to_weighted_edges']
-
-
-def _is_sparse(adj: object) -> bool:
-    return isinstance(adj, SparseTensor) or (isinstance(adj, Tensor) and
-                                             is_torch_sparse_tensor(adj))
-
-
-def sparse_to_weighted_edges(adj: object,
-                             num_nodes: int) -> Tuple[Tensor, Tensor, Tensor]:
-    r"""Turn a sparse transition matrix :math:`\mathbf{A}` (``A[u, v]`` = 1 or
-    the number of transitions :math:`u \to v`) into ``(edge_index,
-    edge_weight_in, edge_weight_out)``: the in-weights are the column
-    normalisation :math:`A_{uv} / \sum_{u'} A_{u'v}`, the out-weights the row
-    normalisation :math:`A_{uv} / \sum_{v'} A_{uv'}`.
-
-    Note that :math:`\mathbf{A}` is the transition matrix itself (row = source),
-    not PyG's transposed ``adj_t`` convention.
-
-    Args:
-        adj (torch.sparse.Tensor or torch_sparse.SparseTensor): ``[N, N]``.
-        num_nodes (int): :math:`N`, the number of rows of the node features.
-    """
-    if isinstance(adj, SparseTensor):
-        if tuple(adj.sizes()) != (num_nodes, num_nodes):
-            raise ValueError(f"sparse transition matrix must have shape "
-                             f"[{num_nodes}, {num_nodes}] (one row and column "
-                             f"per node), got {list(adj.sizes())}")
-        row, col, value = adj.coo()
-    elif isinstance(adj, Tensor) and is_torch_sparse_tensor(adj):
-        if tuple(adj.shape) != (num_nodes, num_nodes):
-            raise ValueError(f"sparse transition matrix must have shape "
-                             f"[{num_nodes}, {num_nodes}] (one row and column "
-                             f"per node), got {list(adj.shape)}")
-        coo = adj.to_sparse_coo().coalesce()
-        row, col = coo.indices()
-        value = coo.values()
-    else:
-        raise TypeError(f"expected a torch.sparse tensor or a SparseTensor, "
-                        f"got {type(adj).__name__}")
-    if value is None:
-        value = torch.ones(row.numel(), device=row.device)
-    if value.dim() != 1:
-        raise ValueError(f"sparse transition matrix must hold scalar values, "
-                         f"got values of shape {list(value.shape)}")
-    value = value.to(torch.get_default_dtype()) if not value.is_floating_point() \
-        else value
-    into = scatter(value, col, 0, num_nodes, reduce='sum')
-    out_of = scatter(value, row, 0, num_nodes, reduce='sum')
-    w_in = value / into[col].masked_fill(into[col] == 0, 1.0)
-    w_out = value / out_of[row].masked_fill(out_of[row] == 0, 1.0)
-    return torch.stack([row, col]), w_in, w_out
-
-
-class _OutPropagation(MessagePassing):
-    r"""Weighted sum of :math:`x_v` over the out-edges :math:`u \to v` of each
-    node :math:`u` (``flow='target_to_source'``)."""
-
-    def __init__(self) -> None:
-        super().__init__(aggr='add', flow='target_to_source')
-
-    def forward(self, x: Tensor, edge_index: Tensor, edge_weight: Tensor) -> Tensor:
-        return self.propagate(edge_index, x=x, edge_weight=edge_weight,
-                              size=(x.size(0), x.size(0)))
-
-    def message(self, x_j: Tensor, edge_weight: Tensor) -> Tensor:
-        return edge_weight.view(-1, 1) * x_j
+__all__ = ['GatedSessionConv']
 
 
 class GatedSessionConv(MessagePassing):
-    r"""The gated graph convolution on session graphs, exactly as the released
-    SR-GNN / TAGNN / TAGNN++ code computes it (``GNN.GNNCell``).
-
-    For every node :math:`v` with state :math:`\mathbf{h}_v` and the weighted
-    directed edges :math:`u \to v` of the session graph:
+    r"""The gated graph convolution on directed session graphs from the
+    `"Session-based Recommendation with Graph Neural Networks"
+    <https://arxiv.org/abs/1811.00855>`_ paper (SR-GNN), also used by TAGNN and
+    TAGNN++: every step aggregates messages along the edges *and* against them,
+    and feeds both to a GRU cell,
 
     .. math::
-        \mathbf{a}^{in}_v &= \sum_{u \to v} w^{in}_{u \to v}
-            \left(\mathbf{W}_{in} \mathbf{h}_u + \mathbf{c}_{in}\right)
-            + \mathbf{b}_{in}
+        \mathbf{m}^{in}_i &= \sum_{j \to i} w^{in}_{j,i} \,
+            \mathbf{\Theta}_{in} \mathbf{h}_j + \mathbf{b}_{in}
 
-        \mathbf{a}^{out}_u &= \sum_{u \to v} w^{out}_{u \to v}
-            \left(\mathbf{W}_{out} \mathbf{h}_v + \mathbf{c}_{out}\right)
-            + \mathbf{b}_{out}
+        \mathbf{m}^{out}_i &= \sum_{i \to j} w^{out}_{i,j} \,
+            \mathbf{\Theta}_{out} \mathbf{h}_j + \mathbf{b}_{out}
 
-        \mathbf{a}_v &= [\mathbf{a}^{in}_v ; \mathbf{a}^{out}_v]
+        \mathbf{h}'_i &= \mathrm{GRU}\left([\mathbf{m}^{in}_i \, \Vert \,
+            \mathbf{m}^{out}_i], \mathbf{h}_i\right)
 
-        \mathbf{r}_v &= \sigma(\mathbf{W}_r \mathbf{a}_v + \mathbf{b}_{ir}
-            + \mathbf{U}_r \mathbf{h}_v + \mathbf{b}_{hr})
+    repeated ``num_steps`` times with shared weights. :math:`\mathrm{GRU}` is
+    :class:`torch.nn.GRUCell` (input :math:`[\mathbf{m}^{in} \Vert
+    \mathbf{m}^{out}]`, hidden state :math:`\mathbf{h}`):
+    :math:`\mathbf{h}' = (1 - \mathbf{z}) \odot \tilde{\mathbf{h}} + \mathbf{z}
+    \odot \mathbf{h}` with the reset gate applied to
+    :math:`\mathbf{U}_o \mathbf{h} + \mathbf{b}_{ho}`. That is the released
+    SR-GNN/TAGNN code's ``GNNCell``; the papers' eq. (4)-(5) write the reset
+    gate inside, :math:`\mathbf{U}_o(\mathbf{r} \odot \mathbf{h})`, and swap
+    :math:`\mathbf{z}` and :math:`1 - \mathbf{z}`.
 
-        \mathbf{z}_v &= \sigma(\mathbf{W}_z \mathbf{a}_v + \mathbf{b}_{iz}
-            + \mathbf{U}_z \mathbf{h}_v + \mathbf{b}_{hz})
-
-        \tilde{\mathbf{h}}_v &= \tanh(\mathbf{W}_o \mathbf{a}_v + \mathbf{b}_{io}
-            + \mathbf{r}_v \odot (\mathbf{U}_o \mathbf{h}_v + \mathbf{b}_{ho}))
-
-        \mathbf{h}'_v &= (1 - \mathbf{z}_v) \odot \tilde{\mathbf{h}}_v
-            + \mathbf{z}_v \odot \mathbf{h}_v
-
-    repeated ``num_steps`` times with the same weights. The last four lines are
-    exactly :class:`torch.nn.GRUCell` (input :math:`\mathbf{a}_v`, hidden
-    :math:`\mathbf{h}_v`), whose ``weight_ih, weight_hh, bias_ih, bias_hh`` are
-    the released ``w_ih, w_hh, b_ih, b_hh``.
-
-    The message biases :math:`\mathbf{c}_{in}, \mathbf{c}_{out}` (the bias of
-    the released ``linear_edge_in`` / ``linear_edge_out``) sit *inside* the
-    weighted sum, so a node without in-neighbours (the first click) gets
-    :math:`\mathbf{a}^{in}_v = \mathbf{b}_{in}` (``b_iah``), while
-    :math:`\mathbf{b}_{in}, \mathbf{b}_{out}` are added to every node.
-
-    **Where this differs from the SR-GNN/TAGNN papers' eq. (1)-(5).** The
-    papers write one bias :math:`\mathbf{b}` in eq. (1) (the code has four:
-    :math:`\mathbf{c}_{in}, \mathbf{c}_{out}` weighted, :math:`\mathbf{b}_{in},
-    \mathbf{b}_{out}` not), no gate biases, the reset gate applied *before*
-    :math:`\mathbf{U}_o` (:math:`\mathbf{U}_o(\mathbf{r} \odot \mathbf{h})`
-    in eq. (4), the code uses :math:`\mathbf{r} \odot (\mathbf{U}_o \mathbf{h} +
-    \mathbf{b}_{ho})`), and eq. (5) :math:`(1 - \mathbf{z}) \odot \mathbf{h} +
-    \mathbf{z} \odot \tilde{\mathbf{h}}` has :math:`\mathbf{z}` and
-    :math:`1 - \mathbf{z}` swapped with respect to the code. This module
-    computes the code's form (which produced the published numbers).
-
-    **Edge weights.** The released code uses a binary adjacency, so
-    :math:`w^{in}_{u \to v} = 1 / \deg^{in}(v)` and
-    :math:`w^{out}_{u \to v} = 1 / \deg^{out}(u)` (over distinct neighbours):
-    this is the default when the weights are not given. The SR-GNN paper
-    weights transitions by their count (normalised by the summed counts into
-    :math:`v` / out of :math:`u`): pass those weights (``SessionData`` with
+    **Edge weights.** :math:`w^{in}_{j,i}` and :math:`w^{out}_{i,j}` default to
+    :math:`1 / \deg^{in}(i)` and :math:`1 / \deg^{out}(i)` over distinct
+    neighbours: the sums are then means, as with the released code's binary
+    adjacency. The SR-GNN paper weights each transition by its count,
+    normalised by the counts into :math:`i` (in) or out of :math:`i` (out):
+    pass those weights (:class:`~tagnn_pyg.data.SessionData` with
     ``weighting='count'``) or a count matrix.
 
-    The graph can also be given as a sparse ``[N, N]`` transition matrix
-    :math:`\mathbf{A}` (``torch.sparse`` COO/CSR, or ``torch_sparse.SparseTensor``
-    when installed) with :math:`A_{uv}` = 1 (binary, released weights) or the
-    number of transitions :math:`u \to v` (paper weights); the in-weights are
-    then its column normalisation and the out-weights its row normalisation.
-    Note: :math:`\mathbf{A}` is indexed ``[source, target]``, not PyG's
-    transposed ``adj_t``.
-
-    The out-direction is a second propagation with
-    ``flow='target_to_source'`` over the same ``edge_index``.
+    **Released message bias** (``message_bias=True``, the default). The
+    released code's ``linear_edge_in`` / ``linear_edge_out`` carry a bias
+    :math:`\mathbf{c}`, so the messages are affine,
+    :math:`\mathbf{\Theta}\mathbf{h}_j + \mathbf{c}`, and :math:`\mathbf{c}`
+    enters the weighted sum (a node without in-neighbours, such as the first
+    click, gets :math:`\mathbf{m}^{in}_i = \mathbf{b}_{in}`), while
+    :math:`\mathbf{b}_{in}, \mathbf{b}_{out}` (``b_iah``, ``b_oah``) are added to
+    every node. ``message_bias=False`` gives the formula above, the papers'
+    eq. (1) with one bias per direction.
 
     Args:
         channels (int): Size :math:`d` of each node state (input = output).
         num_steps (int, optional): Number of propagation steps.
             (default: :obj:`1`, as released)
-        bias (bool, optional): If :obj:`False`, no bias anywhere
-            (:math:`\mathbf{c}, \mathbf{b}` and the GRU biases).
-            (default: :obj:`True`)
+        bias (bool, optional): If set to :obj:`False`, the layer learns no
+            bias at all (no :math:`\mathbf{c}`, :math:`\mathbf{b}` or GRU
+            biases). (default: :obj:`True`)
+        message_bias (bool, optional): If set to :obj:`False`, the messages
+            :math:`\mathbf{\Theta}\mathbf{h}_j` have no bias :math:`\mathbf{c}`
+            inside the weighted sums (see above). (default: :obj:`True`, as
+            released)
         **kwargs (optional): Additional arguments of
-            :class:`torch_geometric.nn.conv.MessagePassing`.
+            :class:`torch_geometric.nn.conv.MessagePassing` (``flow`` must stay
+            ``'source_to_target'``: the layer propagates both ways itself).
+
+    The graph is given as ``edge_index`` (edges :math:`j \to i`, distinct
+    transitions) with optional ``edge_weight_in`` / ``edge_weight_out``, or as a
+    sparse matrix in PyG's ``adj_t`` convention, ``adj_t[target, source]``
+    (:class:`torch.sparse.Tensor` or :class:`torch_sparse.SparseTensor`), i.e.
+    the transpose of the transition matrix, holding :math:`1` per transition
+    (released weights) or transition counts (paper weights): the layer
+    normalises it, rows for the in-weights and columns for the out-weights.
+    The out-direction is a second :meth:`propagate` over the reversed graph
+    (``edge_index.flip(0)``, or the transposed matrix): the same as
+    ``flow='target_to_source'``, which PyG does not offer for sparse input.
 
     Shapes:
         - **input:**
           node features :math:`(|\mathcal{V}|, d)`,
-          edge indices :math:`(2, |\mathcal{E}|)` or sparse transition matrix
+          edge indices :math:`(2, |\mathcal{E}|)` or sparse ``adj_t``
           :math:`(|\mathcal{V}|, |\mathcal{V}|)`,
-          edge weights :math:`(|\mathcal{E}|)` *(optional)*
+          edge weights ``edge_weight_in``, ``edge_weight_out``
+          :math:`(|\mathcal{E}|)` *(optional)*
         - **output:** node features :math:`(|\mathcal{V}|, d)`
     """
 
     def __init__(self, channels: int, num_steps: int = 1, bias: bool = True,
-                 **kwargs) -> None:
+                 message_bias: bool = True, **kwargs) -> None:
         kwargs.setdefault('aggr', 'add')
         if kwargs.get('flow', 'source_to_target') != 'source_to_target':
             raise ValueError(f"GatedSessionConv propagates in both directions "
@@ -186,9 +111,10 @@ class GatedSessionConv(MessagePassing):
         self.channels = int(channels)
         self.num_steps = int(num_steps)
         self.bias = bool(bias)
+        self.message_bias = bool(message_bias) and self.bias
 
-        self.lin_in = Linear(channels, channels, bias=bias)    # linear_edge_in
-        self.lin_out = Linear(channels, channels, bias=bias)   # linear_edge_out
+        self.lin_in = Linear(channels, channels, bias=self.message_bias)  # linear_edge_in
+        self.lin_out = Linear(channels, channels, bias=self.message_bias)  # linear_edge_out
         if bias:
             self.bias_in = Parameter(torch.empty(channels))    # b_iah
             self.bias_out = Parameter(torch.empty(channels))   # b_oah
@@ -196,88 +122,125 @@ class GatedSessionConv(MessagePassing):
             self.register_parameter('bias_in', None)
             self.register_parameter('bias_out', None)
         self.gru = GRUCell(2 * channels, channels, bias=bias)  # w_ih, w_hh, b_ih, b_hh
-        self._out = _OutPropagation()
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         r"""Every parameter uniform in :math:`[-1/\sqrt{d}, 1/\sqrt{d}]`, as
-        released."""
+        released (:class:`~torch.nn.GRUCell`'s own initialisation is that
+        one)."""
         super().reset_parameters()
-        stdv = 1.0 / math.sqrt(self.channels)
-        for p in self.parameters():
-            torch.nn.init.uniform_(p, -stdv, stdv)
+        uniform(self.channels, self.bias_in)
+        uniform(self.channels, self.bias_out)
+        uniform(self.channels, self.lin_in)
+        uniform(self.channels, self.lin_out)
+        self.gru.reset_parameters()
 
-    def _weights(self, edge_index: Tensor, num_nodes: int,
-                 edge_weight_in: Optional[Tensor], edge_weight_out: Optional[Tensor],
-                 dtype: torch.dtype) -> Tuple[Tensor, Tensor]:
-        num_edges = edge_index.size(1)
-        ones = None
-        if edge_weight_in is None or edge_weight_out is None:
-            ones = torch.ones(num_edges, dtype=dtype, device=edge_index.device)
-        if edge_weight_in is None:
-            deg = scatter(ones, edge_index[1], 0, num_nodes, reduce='sum')
-            edge_weight_in = 1.0 / deg[edge_index[1]]
-        if edge_weight_out is None:
-            deg = scatter(ones, edge_index[0], 0, num_nodes, reduce='sum')
-            edge_weight_out = 1.0 / deg[edge_index[0]]
-        for name, w in (('edge_weight_in', edge_weight_in),
-                        ('edge_weight_out', edge_weight_out)):
-            if w.dim() != 1 or w.numel() != num_edges:
-                raise ValueError(f"{name} must have shape [{num_edges}] (one "
-                                 f"weight per edge), got {list(w.shape)}")
-        return edge_weight_in.to(dtype), edge_weight_out.to(dtype)
-
-    def forward(self, x: Tensor, edge_index: object,
-                edge_weight_in: Optional[Tensor] = None,
-                edge_weight_out: Optional[Tensor] = None) -> Tensor:
+    def forward(self, x: Tensor, edge_index: Adj, edge_weight_in: OptTensor = None,
+                edge_weight_out: OptTensor = None) -> Tensor:
         r"""Run ``num_steps`` gated propagation steps.
 
         Args:
             x (torch.Tensor): Node states :math:`(N, d)`.
-            edge_index (torch.Tensor or sparse matrix): ``[2, E]`` edges
-                :math:`u \to v` (distinct transitions), or a sparse ``[N, N]``
-                transition matrix (then no weights may be given).
+            edge_index (torch.Tensor or SparseTensor): ``[2, E]`` edges
+                :math:`j \to i`, or a sparse ``adj_t[target, source]``
+                :math:`(N, N)` (then no weights may be given).
             edge_weight_in (torch.Tensor, optional): ``[E]`` weight of each edge
-                in the in-message of its target (default
-                :math:`1/\deg^{in}(v)`).
+                in the in-message of its target (default :math:`1/\deg^{in}(i)`).
             edge_weight_out (torch.Tensor, optional): ``[E]`` weight of each
                 edge in the out-message of its source (default
-                :math:`1/\deg^{out}(u)`).
+                :math:`1/\deg^{out}(j)`).
         """
         if x.dim() != 2 or x.size(-1) != self.channels:
             raise ValueError(f"x must have shape [num_nodes, {self.channels}], "
                              f"got {list(x.shape)}")
-        num_nodes = x.size(0)
-        if _is_sparse(edge_index):
+        if not torch.jit.is_scripting() and not isinstance(edge_index,
+                                                           (Tensor, SparseTensor)):
+            raise TypeError(f"edge_index must be a [2, num_edges] tensor or a sparse "
+                            f"adj_t (torch.sparse or SparseTensor), got "
+                            f"{type(edge_index).__name__}")
+        if isinstance(edge_index, Tensor) and not is_torch_sparse_tensor(edge_index):
+            w_in, w_out = self._edge_weights(edge_index, x, edge_weight_in,
+                                             edge_weight_out)
+            adj_in, adj_out = edge_index, edge_index.flip([0])
+        else:
             if edge_weight_in is not None or edge_weight_out is not None:
                 raise ValueError("edge weights cannot be given together with a "
-                                 "sparse transition matrix: they are its "
-                                 "column/row normalisation")
-            edge_index, edge_weight_in, edge_weight_out = \
-                sparse_to_weighted_edges(edge_index, num_nodes)
-        elif not (isinstance(edge_index, Tensor) and edge_index.dim() == 2
-                  and edge_index.size(0) == 2):
-            shape = list(edge_index.shape) if isinstance(edge_index, Tensor) \
-                else type(edge_index).__name__
-            raise ValueError(f"edge_index must be a [2, num_edges] tensor or a "
-                             f"sparse [N, N] matrix, got {shape}")
-        w_in, w_out = self._weights(edge_index, num_nodes, edge_weight_in,
-                                    edge_weight_out, x.dtype)
+                                 "sparse adj_t: they are its row/column "
+                                 "normalisation")
+            adj_in, adj_out = self._normalise_adj_t(edge_index, x)
+            w_in = w_out = None
 
         h = x
         for _ in range(self.num_steps):
-            m_in = self.propagate(edge_index, x=self.lin_in(h), edge_weight=w_in,
-                                  size=(num_nodes, num_nodes))
-            m_out = self._out(self.lin_out(h), edge_index, w_out)
-            if self.bias_in is not None:
+            # propagate_type: (x: Tensor, edge_weight: Optional[Tensor])
+            m_in = self.propagate(adj_in, x=self.lin_in(h), edge_weight=w_in)
+            m_out = self.propagate(adj_out, x=self.lin_out(h), edge_weight=w_out)
+            if self.bias_in is not None and self.bias_out is not None:
                 m_in = m_in + self.bias_in
                 m_out = m_out + self.bias_out
             h = self.gru(torch.cat([m_in, m_out], dim=-1), h)
         return h
 
-    def message(self, x_j: Tensor, edge_weight: Tensor) -> Tensor:
-        return edge_weight.view(-1, 1) * x_j
+    def _edge_weights(self, edge_index: Tensor, x: Tensor, edge_weight_in: OptTensor,
+                      edge_weight_out: OptTensor) -> Tuple[Tensor, Tensor]:
+        r"""The given weights (checked), or the defaults :math:`1/\deg^{in}(i)`
+        and :math:`1/\deg^{out}(j)`, in the dtype of ``x``."""
+        if edge_index.dim() != 2 or edge_index.size(0) != 2:
+            raise ValueError(f"edge_index must be a [2, num_edges] tensor or a "
+                             f"sparse [N, N] adj_t, got {list(edge_index.shape)}")
+        num_nodes, num_edges = x.size(0), edge_index.size(1)
+        if edge_weight_in is None:
+            edge_weight_in = 1.0 / degree(edge_index[1], num_nodes, x.dtype)[edge_index[1]]
+        if edge_weight_out is None:
+            edge_weight_out = 1.0 / degree(edge_index[0], num_nodes, x.dtype)[edge_index[0]]
+        if edge_weight_in.dim() != 1 or edge_weight_in.numel() != num_edges:
+            raise ValueError(f"edge_weight_in must have shape [{num_edges}] (one "
+                             f"weight per edge), got {list(edge_weight_in.shape)}")
+        if edge_weight_out.dim() != 1 or edge_weight_out.numel() != num_edges:
+            raise ValueError(f"edge_weight_out must have shape [{num_edges}] (one "
+                             f"weight per edge), got {list(edge_weight_out.shape)}")
+        return edge_weight_in.to(x.dtype), edge_weight_out.to(x.dtype)
+
+    def _normalise_adj_t(self, adj_t: Adj, x: Tensor) -> Tuple[Adj, Adj]:
+        r"""The in- and out-propagation matrices of a sparse ``adj_t`` (both in
+        ``adj_t`` layout): ``adj_t`` with its rows normalised, and its
+        transpose with the rows normalised (the columns of ``adj_t``)."""
+        num_nodes = x.size(0)
+        if isinstance(adj_t, SparseTensor):
+            size = [adj_t.size(0), adj_t.size(1)]
+        else:
+            size = [adj_t.size(0), adj_t.size(1)]
+            if adj_t.layout == torch.sparse_coo:
+                adj_t = adj_t.coalesce()
+        if size != [num_nodes, num_nodes]:
+            raise ValueError(f"adj_t must have shape [{num_nodes}, {num_nodes}] "
+                             f"(one row and column per node), got {size}")
+        edge_index, value = to_edge_index(adj_t)       # [target; source]
+        if value.dim() != 1:
+            raise ValueError(f"adj_t must hold scalar values, got values of shape "
+                             f"{list(value.shape)}")
+        value = value.to(x.dtype)
+        target, source = edge_index[0], edge_index[1]
+        into = scatter(value, target, 0, num_nodes, reduce='sum')[target]
+        out_of = scatter(value, source, 0, num_nodes, reduce='sum')[source]
+        w_in = value / into.masked_fill(into == 0, 1.0)
+        w_out = value / out_of.masked_fill(out_of == 0, 1.0)
+        if isinstance(adj_t, SparseTensor):
+            return (SparseTensor(row=target, col=source, value=w_in,
+                                 sparse_sizes=(num_nodes, num_nodes)),
+                    SparseTensor(row=source, col=target, value=w_out,
+                                 sparse_sizes=(num_nodes, num_nodes)))
+        return (to_torch_csr_tensor(edge_index, w_in, (num_nodes, num_nodes)),
+                to_torch_csr_tensor(edge_index.flip([0]), w_out,
+                                    (num_nodes, num_nodes)))
+
+    def message(self, x_j: Tensor, edge_weight: OptTensor) -> Tensor:
+        return x_j if edge_weight is None else edge_weight.view(-1, 1) * x_j
+
+    def message_and_aggregate(self, adj_t: Adj, x: Tensor) -> Tensor:
+        return spmm(adj_t, x, reduce=self.aggr)
 
     def __repr__(self) -> str:
+        extra = '' if self.message_bias or not self.bias else ', message_bias=False'
         return (f'{self.__class__.__name__}({self.channels}, '
-                f'num_steps={self.num_steps}, bias={self.bias})')
+                f'num_steps={self.num_steps}, bias={self.bias}{extra})')

@@ -7,26 +7,44 @@ and returns one vector per session, with no padding. Mean pooling is PyG's own
 """
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 import torch
 from torch import Tensor
 from torch.nn import Linear
 
+from torch_geometric.index import ptr2index
 from torch_geometric.nn.aggr import Aggregation
+from torch_geometric.nn.inits import uniform
 from torch_geometric.utils import scatter, softmax
 
 __all__ = ['LastItemReadout', 'SoftAttentionReadout', 'check_pad_count',
-           'last_position', 'ptr_to_index']
+           'last_position', 'resolve_index']
 
 
-def ptr_to_index(ptr: Tensor, num_elements: Optional[int] = None) -> Tensor:
-    r"""The element-to-segment vector of a CSR ``ptr`` (``[B + 1]``)."""
-    counts = ptr[1:] - ptr[:-1]
-    return torch.repeat_interleave(
-        torch.arange(counts.numel(), device=ptr.device), counts,
-        output_size=num_elements)
+def resolve_index(x: Tensor, index: Optional[Tensor] = None,
+                  ptr: Optional[Tensor] = None) -> Tensor:
+    r"""The ``[N]`` position-to-session vector that a forward needs to gather
+    per-session values back to positions: ``index`` (its length checked), else
+    :func:`torch_geometric.index.ptr2index` of a CSR ``ptr``
+    (:meth:`Aggregation.__call__ <torch_geometric.nn.aggr.Aggregation.__call__>`
+    passes ``ptr`` through as it is), else all zeros: one session, as
+    :class:`~torch_geometric.nn.aggr.Aggregation` does for a module called
+    outside it (:class:`~tagnn_pyg.nn.SessionTransformer`).
+
+    Shapes:
+        - **input:** :math:`x (N, *)`, ``index`` :math:`(N)` or ``ptr``
+          :math:`(B + 1)`
+        - **output:** :math:`(N)`
+    """
+    if index is not None:
+        if index.dim() != 1 or index.numel() != x.size(0):
+            raise ValueError(f"index must have shape [{x.size(0)}] (one session per "
+                             f"position), got {list(index.shape)}")
+        return index
+    if ptr is not None:
+        return ptr2index(ptr, output_size=x.size(0))
+    return x.new_zeros(x.size(0), dtype=torch.long)
 
 
 def last_position(index: Tensor, dim_size: int) -> Tensor:
@@ -42,18 +60,16 @@ def last_position(index: Tensor, dim_size: int) -> Tensor:
     return out.scatter_reduce_(0, index, pos, reduce='amax', include_self=True)
 
 
-def _gather_last(x: Tensor, index: Tensor, dim_size: int) -> Tensor:
-    last = last_position(index, dim_size)
+def _gather_last(x: Tensor, index: Optional[Tensor], ptr: Optional[Tensor],
+                 dim_size: int) -> Tensor:
+    r"""``[B, d]`` the feature at each session's last position (zeros for an
+    empty session), from ``index`` or, with ``ptr`` alone, from ``ptr[1:] - 1``."""
+    if index is None and ptr is not None:
+        last = (ptr[1:] - 1).masked_fill(ptr[1:] == ptr[:-1], -1)
+    else:
+        last = last_position(resolve_index(x, index, ptr), dim_size)
     out = x[last.clamp(min=0)]
     return out.masked_fill((last < 0).view(-1, 1), 0.0)
-
-
-def _check_input(x: Tensor, dim: int) -> None:
-    if x.dim() != 2:
-        raise ValueError(f"readouts expect position features of shape "
-                         f"[num_positions, channels], got {list(x.shape)}")
-    if dim not in (-2, 0):
-        raise ValueError(f"readouts aggregate over dim -2 (positions), got dim={dim}")
 
 
 def check_pad_count(pad_count: Tensor, dim_size: int) -> None:
@@ -69,19 +85,6 @@ def check_pad_count(pad_count: Tensor, dim_size: int) -> None:
             and float(pad_count.min()) < 0:
         raise ValueError(f"pad_count must be >= 0 (padded slots per session), got "
                          f"minimum {float(pad_count.min())}")
-
-
-def resolve_index(x: Tensor, index: Optional[Tensor], ptr: Optional[Tensor]) -> Tensor:
-    r"""The ``[N]`` position-to-session vector from ``index``, or from a CSR
-    ``ptr``, or all zeros (one session) when neither is given; checks its shape."""
-    if index is None:
-        if ptr is None:
-            return x.new_zeros(x.size(0), dtype=torch.long)
-        return ptr_to_index(ptr, x.size(0))
-    if index.dim() != 1 or index.numel() != x.size(0):
-        raise ValueError(f"index must have shape [{x.size(0)}] (one session per "
-                         f"position), got {list(index.shape)}")
-    return index
 
 
 class LastItemReadout(Aggregation):
@@ -103,10 +106,9 @@ class LastItemReadout(Aggregation):
     def forward(self, x: Tensor, index: Optional[Tensor] = None,
                 ptr: Optional[Tensor] = None, dim_size: Optional[int] = None,
                 dim: int = -2) -> Tensor:
-        _check_input(x, dim)
-        index = resolve_index(x, index, ptr)
+        self.assert_two_dimensional_input(x, dim)
         assert dim_size is not None  # set by Aggregation.__call__
-        return _gather_last(x, index, dim_size)
+        return _gather_last(x, index, ptr, dim_size)
 
 
 class SoftAttentionReadout(Aggregation):
@@ -170,23 +172,22 @@ class SoftAttentionReadout(Aggregation):
     def reset_parameters(self) -> None:
         r"""Every parameter uniform in :math:`[-1/\sqrt{d}, 1/\sqrt{d}]`, as
         released."""
-        stdv = 1.0 / math.sqrt(self.channels)
-        for p in self.parameters():
-            torch.nn.init.uniform_(p, -stdv, stdv)
+        uniform(self.channels, self.lin_last)
+        uniform(self.channels, self.lin_pos)
+        uniform(self.channels, self.lin_q)
 
     def forward(self, x: Tensor, index: Optional[Tensor] = None,
                 ptr: Optional[Tensor] = None, dim_size: Optional[int] = None,
                 dim: int = -2, last: Optional[Tensor] = None,
                 pad_count: Optional[Tensor] = None,
                 pad_x: Optional[Tensor] = None) -> Tensor:
-        _check_input(x, dim)
+        self.assert_two_dimensional_input(x, dim)
         if x.size(-1) != self.channels:
             raise ValueError(f"x must have {self.channels} channels, got "
                              f"{list(x.shape)}")
-        index = resolve_index(x, index, ptr)
         assert dim_size is not None  # set by Aggregation.__call__
         if last is None:
-            last = _gather_last(x, index, dim_size)
+            last = _gather_last(x, index, ptr, dim_size)
         elif tuple(last.shape) != (dim_size, self.channels):
             raise ValueError(f"last must have shape [{dim_size}, {self.channels}] "
                              f"(one vector per session), got {list(last.shape)}")
@@ -196,24 +197,34 @@ class SoftAttentionReadout(Aggregation):
         if pad_count is not None and not self.softmax:
             raise ValueError("pad_count emulates padded slots in the softmax; it needs "
                              "softmax=True (without it the released code masks them)")
+        index = resolve_index(x, index, ptr)
         q_last = self.lin_last(last)
         alpha = self.lin_q(torch.sigmoid(q_last[index] + self.lin_pos(x)))
         if pad_count is not None:
-            check_pad_count(pad_count, dim_size)
-            if pad_x.shape not in ((self.channels, ), (dim_size, self.channels)):
-                raise ValueError(f"pad_x must have shape [{self.channels}] or "
-                                 f"[{dim_size}, {self.channels}], got {list(pad_x.shape)}")
-            alpha_pad = self.lin_q(torch.sigmoid(q_last + self.lin_pos(pad_x)))  # [B, 1]
-            pad = pad_count.to(alpha.dtype).view(-1, 1)
-            m = scatter(alpha.detach(), index, 0, dim_size, reduce='max')
-            m = torch.where(pad > 0, torch.maximum(m, alpha_pad.detach()), m)
-            w = (alpha - m[index]).exp()
-            denom = scatter(w, index, 0, dim_size, reduce='sum') \
-                + pad * (alpha_pad - m).exp()
-            alpha = w / denom[index]
+            alpha = self._padded_softmax(alpha, q_last, index, dim_size, pad_count,
+                                         pad_x)
         elif self.softmax:
-            alpha = softmax(alpha, index, num_nodes=dim_size, dim=0)
-        return scatter(alpha * x, index, 0, dim_size, reduce='sum')
+            alpha = softmax(alpha, index, ptr, dim_size, dim=0)
+        return self.reduce(alpha * x, index, dim_size=dim_size, dim=0)
+
+    def _padded_softmax(self, alpha: Tensor, q_last: Tensor, index: Tensor,
+                        dim_size: int, pad_count: Tensor, pad_x: Tensor) -> Tensor:
+        r"""The softmax of ``alpha`` [N, 1] over each session with
+        ``pad_count[b]`` padded slots of feature ``pad_x`` joining the
+        denominator (the released padding): stable, the per-session maximum
+        taken over the padded logit too."""
+        check_pad_count(pad_count, dim_size)
+        if pad_x.shape not in ((self.channels, ), (dim_size, self.channels)):
+            raise ValueError(f"pad_x must have shape [{self.channels}] or "
+                             f"[{dim_size}, {self.channels}], got {list(pad_x.shape)}")
+        alpha_pad = self.lin_q(torch.sigmoid(q_last + self.lin_pos(pad_x)))  # [B, 1]
+        pad = pad_count.to(alpha.dtype).view(-1, 1)
+        m = scatter(alpha.detach(), index, 0, dim_size, reduce='max')
+        m = torch.where(pad > 0, torch.maximum(m, alpha_pad.detach()), m)
+        w = (alpha - m[index]).exp()
+        denom = scatter(w, index, 0, dim_size, reduce='sum') \
+            + pad * (alpha_pad - m).exp()
+        return w / denom[index]
 
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}({self.channels}, '

@@ -1,7 +1,6 @@
 r"""Target attention (TAGNN eq. 6-7) without the ``[sessions, items, d]`` tensor."""
 from __future__ import annotations
 
-import math
 from typing import Any, List, Optional, Tuple
 
 import torch
@@ -9,6 +8,7 @@ from torch import Tensor
 from torch.nn import Linear
 
 from torch_geometric.nn.aggr import Aggregation
+from torch_geometric.nn.inits import uniform
 from torch_geometric.utils import scatter, to_dense_batch
 
 from tagnn_pyg.nn.readouts import check_pad_count, resolve_index
@@ -316,20 +316,17 @@ class TargetAttention(Aggregation):
 
     def reset_parameters(self) -> None:
         r"""``lin`` uniform in :math:`[-1/\sqrt{d}, 1/\sqrt{d}]`, as released."""
-        stdv = 1.0 / math.sqrt(self.channels)
-        torch.nn.init.uniform_(self.lin.weight, -stdv, stdv)
+        uniform(self.channels, self.lin)
 
     def _check(self, x: Tensor, index: Optional[Tensor], ptr: Optional[Tensor],
-               dim_size: Optional[int], target: Optional[Tensor],
+               dim_size: int, target: Optional[Tensor],
                value: Optional[Tensor], candidates: Optional[Tensor],
                dim: int = -2, pad_count: Optional[Tensor] = None
-               ) -> Tuple[Tensor, int, Tensor, Tensor]:
-        if x.dim() != 2 or x.size(-1) != self.channels:
+               ) -> Tuple[Tensor, Tensor, Tensor]:
+        self.assert_two_dimensional_input(x, dim)
+        if x.size(-1) != self.channels:
             raise ValueError(f"x must have shape [num_positions, {self.channels}], "
                              f"got {list(x.shape)}")
-        if dim not in (-2, 0):
-            raise ValueError(f"TargetAttention aggregates over dim -2 (positions), "
-                             f"got dim={dim}")
         if target is None:
             raise ValueError("TargetAttention needs target=Tensor[T, channels] "
                              "(the target/candidate item embeddings)")
@@ -342,8 +339,6 @@ class TargetAttention(Aggregation):
             raise ValueError(f"value must have the shape of target "
                              f"{list(target.shape)}, got {list(value.shape)}")
         index = resolve_index(x, index, ptr)
-        if dim_size is None:
-            dim_size = int(index.max()) + 1 if index.numel() > 0 else 0
         if candidates is not None:
             if (candidates.dim() != 2 or candidates.size(0) != dim_size
                     or candidates.dtype != torch.long):
@@ -353,7 +348,7 @@ class TargetAttention(Aggregation):
                                  f"{list(candidates.shape)}")
         if pad_count is not None:
             check_pad_count(pad_count, dim_size)
-        return index, dim_size, target, value
+        return index, target, value
 
     def forward(self, x: Tensor, index: Optional[Tensor] = None,
                 ptr: Optional[Tensor] = None, dim_size: Optional[int] = None,
@@ -362,8 +357,9 @@ class TargetAttention(Aggregation):
                 candidates: Optional[Tensor] = None,
                 pad_count: Optional[Tensor] = None) -> Tensor:
         r"""Return :math:`o_{s,t}` as ``[B, T]`` (``[B, C]`` with candidates)."""
-        index, dim_size, target, value = self._check(x, index, ptr, dim_size, target,
-                                                     value, candidates, dim, pad_count)
+        assert dim_size is not None  # set by Aggregation.__call__
+        index, target, value = self._check(x, index, ptr, dim_size, target, value,
+                                           candidates, dim, pad_count)
         return target_attention_scores(self.lin(x), x, target, value, index,
                                        dim_size, candidates, self.chunk_size,
                                        self.method, pad_count)
@@ -376,8 +372,12 @@ class TargetAttention(Aggregation):
         ``[B, T, d]`` (``[B, C, d]`` with candidates). Memory grows as
         :math:`B T d`: for small ``T`` only. Needs positions grouped by
         session (sorted ``index``)."""
-        index, dim_size, target, _ = self._check(x, index, ptr, dim_size, target,
-                                                 None, candidates)
+        index = resolve_index(x, index, ptr)
+        if dim_size is None:  # as Aggregation.__call__ (pool is not called through it)
+            dim_size = ptr.numel() - 1 if ptr is not None else \
+                int(index.max()) + 1 if index.numel() > 0 else 0
+        index, target, _ = self._check(x, index, None, dim_size, target, None,
+                                       candidates)
         return _dense_pool(self.lin(x), x, target, index, dim_size, candidates)
 
     def __repr__(self) -> str:

@@ -1,0 +1,25 @@
+"""Process memory figures from ``/proc/self/status`` (Linux), for the benchmarks."""
+from __future__ import annotations
+
+from typing import Optional
+
+__all__ = ['proc_status_kib']
+
+
+def proc_status_kib(key: str) -> Optional[int]:
+    """The value of field ``key`` of ``/proc/self/status`` in KiB (e.g.
+    ``'VmRSS'``, the resident set size, or ``'VmHWM'``, its peak), or ``None``
+    where the file or the field does not exist (not Linux).
+
+    Example:
+        >>> proc_status_kib('VmRSS') > 0  # doctest: +SKIP
+        True
+    """
+    try:
+        with open('/proc/self/status') as f:
+            for line in f:
+                if line.startswith(key + ':'):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
