@@ -33,19 +33,11 @@ from typing import Any, Dict, List, Optional, Sequence
 
 # passive OpenMP waiting: see speed.py (the machine is shared); inherited by the children
 os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
+
+from tagnn_pyg.utils.proc import current_rss_mib, peak_rss_mib  # noqa: E402 (torch-free)
+
 HERE = Path(__file__).resolve().parent
 LIMIT_MIB = 2048.0
-
-
-def _status_mib(key: str) -> Optional[float]:
-    try:
-        with open('/proc/self/status') as f:
-            for line in f:
-                if line.startswith(key + ':'):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
 
 
 def child(args: argparse.Namespace) -> Dict[str, Any]:
@@ -53,7 +45,7 @@ def child(args: argparse.Namespace) -> Dict[str, Any]:
     import numpy as np
     import torch
     torch.set_num_threads(args.threads)
-    rss_after_import = _status_mib('VmRSS')
+    rss_after_import = current_rss_mib()
     num_items = args.num_items + 1  # ids 1..num_items plus padding 0
     rng = np.random.default_rng(0)
     lengths = rng.integers(1, args.max_length + 1, size=args.sessions)
@@ -63,7 +55,7 @@ def child(args: argparse.Namespace) -> Dict[str, Any]:
         from tagnn_pyg.data import SessionSequences
         from tagnn_pyg.data.batching import build_session_batch
         from tagnn_pyg.models import TAGNN
-        rss_after_import = _status_mib('VmRSS')
+        rss_after_import = current_rss_mib()
         t0 = time.perf_counter()
         model = TAGNN(num_items, args.hidden, chunk_size=args.chunk_size).eval()
         seqs = SessionSequences.from_lists(sessions)
@@ -73,10 +65,9 @@ def child(args: argparse.Namespace) -> Dict[str, Any]:
         def score() -> 'torch.Tensor':
             return model(batch)
     else:
-        sys.path.insert(0, str(HERE))
-        from reference_released import (ReleasedSessionData, ReleasedSessionGraph,
-                                        released_scores)
-        rss_after_import = _status_mib('VmRSS')
+        from tagnn_pyg.testing.released import (ReleasedSessionData, ReleasedSessionGraph,
+                                                released_scores)
+        rss_after_import = current_rss_mib()
         t0 = time.perf_counter()
         model = ReleasedSessionGraph(num_items, args.hidden, kind='tagnn').eval()
         data = ReleasedSessionData(sessions, [1] * len(sessions))
@@ -86,7 +77,7 @@ def child(args: argparse.Namespace) -> Dict[str, Any]:
         def score() -> 'torch.Tensor':
             return released_scores(model, rbatch, 'cpu')[0]
     build_s = time.perf_counter() - t0
-    rss_after_build = _status_mib('VmRSS')
+    rss_after_build = current_rss_mib()
     times = []
     with torch.inference_mode():
         for _ in range(args.repeats):
@@ -112,7 +103,7 @@ def child(args: argparse.Namespace) -> Dict[str, Any]:
         'build_s': round(build_s, 3),
         'rss_after_import_mib': round(rss_after_import or 0, 1),
         'rss_after_build_mib': round(rss_after_build or 0, 1),
-        'peak_rss_mib': round(_status_mib('VmHWM') or 0, 1),
+        'peak_rss_mib': round(peak_rss_mib() or 0, 1),
         'scores_finite': finite,
         'top20_shape': list(top.shape),
     }

@@ -61,10 +61,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / 'benchmarks'))
+from tagnn_pyg.testing import load_script
 
-import reproduce_report as report  # noqa: E402  (the aggregation, torch-free)
+REPO = Path(__file__).resolve().parents[1]
+report = load_script(REPO / 'benchmarks' / 'reproduce_report.py')  # the aggregation, torch-free
 
 DEFAULT_DATA_ROOT = REPO.parent / 'shared' / 'datasets'
 RESULTS_DIR = report.RESULTS_DIR
