@@ -28,8 +28,9 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import torch
 from torch_geometric.loader import DataLoader
@@ -55,27 +56,29 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-CPU_TIMES: Dict[int, List[float]] = {}
+@dataclass
+class Timings:
+    """Wall-clock and process CPU seconds of repeated runs (CPU time is less sensitive to
+    other users of a shared machine)."""
+    wall: List[float]
+    cpu: List[float]
 
 
-def timed(fn: Callable[[], Any], device: torch.device, repeat: int = 1) -> List[float]:
-    """Wall-clock seconds of ``repeat`` runs; the process CPU seconds of the
-    same runs go to ``CPU_TIMES[id(list)]`` (less sensitive to other users of a
-    shared machine)."""
-    times, cpu = [], []
+def timed(fn: Callable[[], Any], device: torch.device, repeat: int = 1) -> Timings:
+    """:class:`Timings` of ``repeat`` runs of ``fn`` (device work included)."""
+    wall, cpu = [], []
     for _ in range(repeat):
         sync(device)
         c = time.process_time()
         t = time.perf_counter()
         fn()
         sync(device)
-        times.append(time.perf_counter() - t)
+        wall.append(time.perf_counter() - t)
         cpu.append(time.process_time() - c)
-    CPU_TIMES[id(times)] = cpu
-    return times
+    return Timings(wall, cpu)
 
 
-def main(argv: List[str] = None) -> Dict[str, Any]:
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--root', default=str(REPO.parent / 'shared' / 'datasets'
                                               / 'diginetica'))
@@ -85,58 +88,62 @@ def main(argv: List[str] = None) -> Dict[str, Any]:
                         help='sessions for the (extrapolated) reference path')
     parser.add_argument('--repeat', type=int, default=3)
     parser.add_argument('--out', default=str(REPO / 'benchmarks' / 'results'))
-    args = parser.parse_args(argv)
-    device = torch.device(args.device)
-    bs = args.batch_size
+    return parser.parse_args(argv)
 
-    load0 = os.getloadavg()
-    t = time.perf_counter()
-    data = load_session_data(args.root)
-    read_s = time.perf_counter() - t
-    train = data.train
+
+def time_reference(train: Any, sample_size: int, batch_size: int) -> Dict[str, Any]:
+    """(a) ``SessionData.from_sequence`` per session + PyG's ``DataLoader``, on a random
+    sample of ``sample_size`` sessions of ``train``, extrapolated to all of them."""
     n = len(train)
-    print(f"read {args.root}: {n} training prefixes, {train.num_clicks} clicks "
-          f"({read_s:.2f} s)", flush=True)
-
-    # (a) reference: per-session SessionData + PyG DataLoader, on a sample.
     gen = torch.Generator().manual_seed(0)
-    idx = torch.randperm(n, generator=gen)[:args.sample]
-    sample = train[idx]
+    sample = train[torch.randperm(n, generator=gen)[:sample_size]]
     seqs, targets = sample.to_lists(), sample.targets.tolist()
     t, c = time.perf_counter(), time.process_time()
     graphs = [SessionData.from_sequence(s, y) for s, y in zip(seqs, targets)]
-    ref_build, ref_build_cpu = time.perf_counter() - t, time.process_time() - c
+    build, build_cpu = time.perf_counter() - t, time.process_time() - c
     t, c = time.perf_counter(), time.process_time()
-    for _ in DataLoader(graphs, batch_size=bs, shuffle=False):
+    for _ in DataLoader(graphs, batch_size=batch_size, shuffle=False):
         pass
-    ref_collate, ref_collate_cpu = time.perf_counter() - t, time.process_time() - c
+    collate, collate_cpu = time.perf_counter() - t, time.process_time() - c
     scale = n / len(seqs)
-    ref_epoch = (ref_build + ref_collate) * scale
-    print(f"(a) reference on {len(seqs)} sessions: from_sequence {ref_build:.2f} s, "
-          f"DataLoader {ref_collate:.2f} s -> extrapolated {ref_epoch:.1f} s "
+    ref = dict(sessions=len(seqs), build_s=build, collate_s=collate,
+               epoch_s=(build + collate) * scale,
+               epoch_cpu_s=(build_cpu + collate_cpu) * scale)
+    print(f"(a) reference on {len(seqs)} sessions: from_sequence {build:.2f} s, "
+          f"DataLoader {collate:.2f} s -> extrapolated {ref['epoch_s']:.1f} s "
           f"for {n}", flush=True)
+    return ref
 
-    # (b) fast path: everything at once, then the loader.
+
+def time_fast_path(data: Any, batch_size: int, device: torch.device, repeat: int
+                   ) -> Dict[str, Any]:
+    """(b) ``build_session_batch`` on all training prefixes at once, a shuffled
+    ``SessionLoader`` epoch over them, and one over the test set."""
+    train, n = data.train, len(data.train)
     items, ptr, tg = train.items.to(device), train.ptr.to(device), train.targets.to(device)
-    all_times = timed(lambda: build_session_batch(items, ptr, tg), device, args.repeat)
-    print(f"(b) build_session_batch on all {n}: {min(all_times):.2f} s (best of "
-          f"{args.repeat})", flush=True)
-    loader = SessionLoader(train, bs, shuffle=True, seed=0, device=device)
-    ep_times = timed(lambda: [None for _ in loader], device, args.repeat)
-    epoch_s = statistics.median(ep_times)
-    print(f"    SessionLoader epoch ({len(loader)} batches of {bs}, shuffled): "
-          f"{epoch_s:.2f} s median of {args.repeat} -> {len(loader) / epoch_s:.0f} "
+    at_once = timed(lambda: build_session_batch(items, ptr, tg), device, repeat)
+    print(f"(b) build_session_batch on all {n}: {min(at_once.wall):.2f} s (best of "
+          f"{repeat})", flush=True)
+    loader = SessionLoader(train, batch_size, shuffle=True, seed=0, device=device)
+    epoch = timed(lambda: [None for _ in loader], device, repeat)
+    epoch_s = statistics.median(epoch.wall)
+    print(f"    SessionLoader epoch ({len(loader)} batches of {batch_size}, shuffled): "
+          f"{epoch_s:.2f} s median of {repeat} -> {len(loader) / epoch_s:.0f} "
           f"batches/s", flush=True)
-    test_times = timed(lambda: [None for _ in SessionLoader(data.test, bs,
-                                                            device=device)],
-                       device, args.repeat)
+    test = timed(lambda: [None for _ in SessionLoader(data.test, batch_size, device=device)],
+                 device, repeat)
+    return dict(at_once=at_once, epoch=epoch, epoch_s=epoch_s, num_batches=len(loader),
+                test=test)
 
-    # Processing the PyG data set (read + prefix expansion + all graphs + save).
+
+def time_dataset_processing(root: Path) -> Dict[str, float]:
+    """Processing the PyG data set ``Diginetica`` from a copy of ``root``'s pickles (read +
+    prefix expansion + all graphs + save), then loading its cache."""
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / 'raw'
         raw.mkdir()
         for name in ('all_train_seq.txt', 'test.txt'):
-            shutil.copyfile(Path(args.root) / name, raw / name)
+            shutil.copyfile(root / name, raw / name)
         c, t = time.process_time(), time.perf_counter()
         Diginetica(tmp, log=False)
         process_s, process_cpu_s = time.perf_counter() - t, time.process_time() - c
@@ -145,87 +152,120 @@ def main(argv: List[str] = None) -> Dict[str, Any]:
         cached_s = time.perf_counter() - t
     print(f"    Diginetica dataset processing: {process_s:.2f} s wall, "
           f"{process_cpu_s:.2f} s CPU; cached load {cached_s:.3f} s", flush=True)
+    return dict(process_s=process_s, process_cpu_s=process_cpu_s, cached_s=cached_s)
 
-    dev_name = (torch.cuda.get_device_name(device) if device.type == 'cuda'
-                else f'cpu ({cpu_name()}, {os.cpu_count()} cores, '
-                     f'{torch.get_num_threads()} torch threads)')
-    result = {
+
+def device_label(device: torch.device) -> str:
+    """The GPU's name, or the CPU's with its cores and torch threads."""
+    if device.type == 'cuda':
+        return torch.cuda.get_device_name(device)
+    return (f'cpu ({cpu_name()}, {os.cpu_count()} cores, '
+            f'{torch.get_num_threads()} torch threads)')
+
+
+def summarise(data: Any, read_s: float, ref: Dict[str, Any], fast: Dict[str, Any],
+              dataset: Dict[str, float], args: argparse.Namespace,
+              argv: Optional[Sequence[str]], load_before: Sequence[float]) -> Dict[str, Any]:
+    """The JSON record of one run."""
+    train, num_batches, epoch_s = data.train, fast['num_batches'], fast['epoch_s']
+    return {
         'benchmark': 'data_pipeline',
         'dataset': 'diginetica',
-        'device': dev_name,
+        'device': device_label(torch.device(args.device)),
         'torch': torch.__version__,
         'command': ('python benchmarks/data_pipeline.py ' + ' '.join(
             argv if argv is not None else sys.argv[1:])).strip(),
-        'load_average_before': [round(x, 2) for x in load0],
+        'load_average_before': [round(x, 2) for x in load_before],
         'load_average_after': [round(x, 2) for x in os.getloadavg()],
-        'train_sequences': n,
+        'train_sequences': len(train),
         'train_clicks': train.num_clicks,
-        'batch_size': bs,
-        'num_batches': len(loader),
+        'batch_size': args.batch_size,
+        'num_batches': num_batches,
         'read_srgnn_folder_s': round(read_s, 3),
-        'reference_sample_sessions': len(seqs),
-        'reference_from_sequence_sample_s': round(ref_build, 3),
-        'reference_dataloader_sample_s': round(ref_collate, 3),
-        'reference_epoch_s_extrapolated': round(ref_epoch, 1),
-        'reference_epoch_cpu_s_extrapolated': round((ref_build_cpu + ref_collate_cpu)
-                                                    * scale, 1),
-        'reference_batches_per_s_extrapolated': round(len(loader) / ref_epoch, 1),
-        'build_all_at_once_s': round(min(all_times), 3),
-        'build_all_at_once_cpu_s': round(min(CPU_TIMES[id(all_times)]), 3),
+        'reference_sample_sessions': ref['sessions'],
+        'reference_from_sequence_sample_s': round(ref['build_s'], 3),
+        'reference_dataloader_sample_s': round(ref['collate_s'], 3),
+        'reference_epoch_s_extrapolated': round(ref['epoch_s'], 1),
+        'reference_epoch_cpu_s_extrapolated': round(ref['epoch_cpu_s'], 1),
+        'reference_batches_per_s_extrapolated': round(num_batches / ref['epoch_s'], 1),
+        'build_all_at_once_s': round(min(fast['at_once'].wall), 3),
+        'build_all_at_once_cpu_s': round(min(fast['at_once'].cpu), 3),
         'loader_epoch_s': round(epoch_s, 3),
-        'loader_epoch_s_all_runs': [round(x, 3) for x in ep_times],
-        'loader_epoch_cpu_s': round(statistics.median(CPU_TIMES[id(ep_times)]), 3),
-        'loader_batches_per_s': round(len(loader) / epoch_s, 1),
-        'loader_ms_per_batch': round(1000 * epoch_s / len(loader), 3),
-        'test_epoch_s': round(statistics.median(test_times), 3),
+        'loader_epoch_s_all_runs': [round(x, 3) for x in fast['epoch'].wall],
+        'loader_epoch_cpu_s': round(statistics.median(fast['epoch'].cpu), 3),
+        'loader_batches_per_s': round(num_batches / epoch_s, 1),
+        'loader_ms_per_batch': round(1000 * epoch_s / num_batches, 3),
+        'test_epoch_s': round(statistics.median(fast['test'].wall), 3),
         'test_sequences': len(data.test),
-        'speedup_epoch': round(ref_epoch / epoch_s, 1),
-        'dataset_process_s': round(process_s, 2),
-        'dataset_process_cpu_s': round(process_cpu_s, 2),
-        'dataset_cached_load_s': round(cached_s, 3),
+        'speedup_epoch': round(ref['epoch_s'] / epoch_s, 1),
+        'dataset_process_s': round(dataset['process_s'], 2),
+        'dataset_process_cpu_s': round(dataset['process_cpu_s'], 2),
+        'dataset_cached_load_s': round(dataset['cached_s'], 3),
     }
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = out / f"data_pipeline_{'cpu' if device.type == 'cpu' else device.type}"
-    stem.with_suffix('.json').write_text(json.dumps(result, indent=2) + '\n')
-    md = [
+
+
+def markdown(r: Dict[str, Any], repeat: int) -> str:
+    """The record ``r`` of :func:`summarise` as a markdown page."""
+    n, batches = r['train_sequences'], r['num_batches']
+    return '\n'.join([
         '# Data pipeline: session-graph batches on Diginetica',
         '',
-        f"Device: {dev_name}; torch {torch.__version__}. Load average before/after: "
-        f"{result['load_average_before']} / {result['load_average_after']} "
+        f"Device: {r['device']}; torch {r['torch']}. Load average before/after: "
+        f"{r['load_average_before']} / {r['load_average_after']} "
         f"(shared machine: timings are noisy).",
         '',
-        f"Command: `{result['command']}`",
+        f"Command: `{r['command']}`",
         '',
-        f"{n:,} training prefixes ({train.num_clicks:,} clicks), batch {bs} "
-        f"({len(loader):,} batches per epoch).",
+        f"{n:,} training prefixes ({r['train_clicks']:,} clicks), batch {r['batch_size']} "
+        f"({batches:,} batches per epoch).",
         '',
         '| path | wall time for one epoch of batches | process CPU time | batches/s (wall) |',
         '|---|---|---|---|',
         f"| `SessionData.from_sequence` per session + PyG `DataLoader` "
-        f"(**extrapolated** from {len(seqs):,} sessions: {ref_build:.2f} s + "
-        f"{ref_collate:.2f} s) | {ref_epoch:.1f} s | "
-        f"{result['reference_epoch_cpu_s_extrapolated']} s | "
-        f"{result['reference_batches_per_s_extrapolated']} |",
+        f"(**extrapolated** from {r['reference_sample_sessions']:,} sessions: "
+        f"{r['reference_from_sequence_sample_s']:.2f} s + "
+        f"{r['reference_dataloader_sample_s']:.2f} s) | "
+        f"{r['reference_epoch_s_extrapolated']:.1f} s | "
+        f"{r['reference_epoch_cpu_s_extrapolated']} s | "
+        f"{r['reference_batches_per_s_extrapolated']} |",
         f"| `SessionLoader` (shuffled, `build_session_batch` per batch; median of "
-        f"{args.repeat}) | {epoch_s:.2f} s | {result['loader_epoch_cpu_s']} s | "
-        f"{result['loader_batches_per_s']} |",
+        f"{repeat}) | {r['loader_epoch_s']:.2f} s | {r['loader_epoch_cpu_s']} s | "
+        f"{r['loader_batches_per_s']} |",
         f"| `build_session_batch` on all {n:,} prefixes at once (best of "
-        f"{args.repeat}) | {min(all_times):.2f} s | "
-        f"{result['build_all_at_once_cpu_s']} s | - |",
+        f"{repeat}) | {r['build_all_at_once_s']:.2f} s | "
+        f"{r['build_all_at_once_cpu_s']} s | - |",
         '',
         f"Speed-up of the loader over the per-session path: "
-        f"{result['speedup_epoch']}x. Test set ({len(data.test):,} prefixes) "
-        f"through the loader: {result['test_epoch_s']} s. Reading the SR-GNN "
-        f"pickles (safe unpickler + prefix expansion): {read_s:.2f} s.",
+        f"{r['speedup_epoch']}x. Test set ({r['test_sequences']:,} prefixes) "
+        f"through the loader: {r['test_epoch_s']} s. Reading the SR-GNN "
+        f"pickles (safe unpickler + prefix expansion): {r['read_srgnn_folder_s']:.2f} s.",
         '',
         f"`Diginetica(root)` processing (read, expand, build and save all "
-        f"{n:,} + {len(data.test):,} graphs): {process_s:.2f} s wall, "
-        f"{process_cpu_s:.2f} s CPU; loading the cache afterwards: "
-        f"{cached_s:.3f} s.",
+        f"{n:,} + {r['test_sequences']:,} graphs): {r['dataset_process_s']:.2f} s wall, "
+        f"{r['dataset_process_cpu_s']:.2f} s CPU; loading the cache afterwards: "
+        f"{r['dataset_cached_load_s']:.3f} s.",
         '',
-    ]
-    stem.with_suffix('.md').write_text('\n'.join(md))
+    ])
+
+
+def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+    args = parse_args(argv)
+    device = torch.device(args.device)
+    load_before = os.getloadavg()
+    t = time.perf_counter()
+    data = load_session_data(args.root)
+    read_s = time.perf_counter() - t
+    print(f"read {args.root}: {len(data.train)} training prefixes, "
+          f"{data.train.num_clicks} clicks ({read_s:.2f} s)", flush=True)
+    ref = time_reference(data.train, args.sample, args.batch_size)
+    fast = time_fast_path(data, args.batch_size, device, args.repeat)
+    dataset = time_dataset_processing(Path(args.root))
+    result = summarise(data, read_s, ref, fast, dataset, args, argv, load_before)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / f"data_pipeline_{'cpu' if device.type == 'cpu' else device.type}"
+    stem.with_suffix('.json').write_text(json.dumps(result, indent=2) + '\n')
+    stem.with_suffix('.md').write_text(markdown(result, args.repeat))
     print(json.dumps(result, indent=2))
     return result
 

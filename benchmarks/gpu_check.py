@@ -49,6 +49,8 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
+from tagnn_pyg.testing import load_script  # torch-free: --help stays fast
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 
@@ -86,6 +88,17 @@ def make_tiny_data(data_root: Path, dest: Path) -> Path:
 # ----------------------------------------------------------------------------------------
 # the epoch stage (run in its own process)
 # ----------------------------------------------------------------------------------------
+def epoch_figures(epoch: Dict[str, Any]) -> Dict[str, Any]:
+    """The figures of one epoch record of ``Trainer.fit``'s ``history``."""
+    return {
+        'batches': epoch['steps'], 'epoch_train_s': epoch['train_time_s'],
+        'ms_per_train_batch_mean': round(1e3 * epoch['train_time_s'] / epoch['steps'], 3),
+        'train_sequences_per_s': epoch['sequences_per_s'],
+        'train_loss': round(epoch['train_loss'], 4),
+        'eval_after_epoch_s': epoch['eval_time_s'],
+        'test_metrics': {k: round(v, 3) for k, v in epoch['test'].items()}}
+
+
 def run_epoch_stage(data_root: Path, device_arg: str, out: Path, dataset: str = 'diginetica'
                     ) -> Dict[str, Any]:
     """One whole epoch of the ``tagnn`` preset with the trainer (papers' protocol, so the
@@ -94,13 +107,12 @@ def run_epoch_stage(data_root: Path, device_arg: str, out: Path, dataset: str = 
     every 500 batches, with ``complete: false``)."""
     import torch
 
-    sys.path.insert(0, str(HERE))
-    from speed import PeakMemory, device_name, synchronize
     from tagnn_pyg.data.srgnn_format import read_srgnn_folder
     from tagnn_pyg.models import MODELS
     from tagnn_pyg.presets import get_preset
     from tagnn_pyg.train import TrainConfig, Trainer, evaluate
 
+    speed = load_script(HERE / 'speed.py')
     device = torch.device(device_arg)
     path = out / f'epoch_{dataset}.json'
     t0 = time.perf_counter()
@@ -108,7 +120,7 @@ def run_epoch_stage(data_root: Path, device_arg: str, out: Path, dataset: str = 
     preset = get_preset('tagnn')
     result: Dict[str, Any] = {
         'stage': f'epoch-{dataset}', 'dataset': dataset, 'preset': preset.name,
-        'device': device_name(device), 'train_sequences': len(data.train),
+        'device': speed.device_name(device), 'train_sequences': len(data.train),
         'test_sequences': len(data.test), 'num_items': data.num_items,
         'batch_size': preset.training['batch_size'],
         'load_s': round(time.perf_counter() - t0, 2), 'complete': False}
@@ -120,30 +132,22 @@ def run_epoch_stage(data_root: Path, device_arg: str, out: Path, dataset: str = 
 
     def progress(epoch: int, batch: int) -> None:
         if (batch + 1) % 500 == 0:
-            synchronize(device)
+            speed.synchronize(device)
             result['batches_done'] = batch + 1
             result['train_s_so_far'] = round(time.perf_counter() - started, 2)
             path.write_text(json.dumps(result, indent=1) + '\n')
 
-    meter = PeakMemory(device)
+    meter = speed.PeakMemory(device)
     meter.start()
     trainer = Trainer(model, cfg, on_batch_end=progress)
     fit = trainer.fit(data.train, test=data.test)
-    peak_fit = meter.peak_mib()
-    epoch = fit['history'][0]
-    result.update({
-        'batches': epoch['steps'], 'epoch_train_s': epoch['train_time_s'],
-        'ms_per_train_batch_mean': round(1e3 * epoch['train_time_s'] / epoch['steps'], 3),
-        'train_sequences_per_s': epoch['sequences_per_s'],
-        'train_loss': round(epoch['train_loss'], 4),
-        'eval_after_epoch_s': epoch['eval_time_s'],
-        'test_metrics': {k: round(v, 3) for k, v in epoch['test'].items()},
-        'peak_mem_train_and_eval_mib': round(peak_fit, 1)})
+    result.update(epoch_figures(fit['history'][0]),
+                  peak_mem_train_and_eval_mib=round(meter.peak_mib(), 1))
     meter.start()
-    synchronize(device)
+    speed.synchronize(device)
     t1 = time.perf_counter()
     evaluate(model, data.test, batch_size=cfg.batch_size, device=device, progress=False)
-    synchronize(device)
+    speed.synchronize(device)
     result.update({'eval_alone_s': round(time.perf_counter() - t1, 3),
                    'peak_mem_eval_mib': round(meter.peak_mib(), 1),
                    'peak_mem_method': meter.method, 'complete': True})
@@ -257,8 +261,7 @@ def markdown(summary: Dict[str, Any]) -> str:
     for s in summary['stages']:
         lines.append(f"| {s['stage']} | {s['status']} | {s['wall_s']:.0f} | "
                      f"{s['budget_s']:.0f} | {s.get('reason', '')} |")
-    sys.path.insert(0, str(HERE))
-    from speed import markdown as speed_markdown
+    speed_markdown = load_script(HERE / 'speed.py').markdown
     for s in summary['stages']:
         rows = s.get('figures') if s['stage'].startswith('speed-') else None
         if rows:

@@ -31,17 +31,14 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from tagnn_pyg.utils import proc_status_kib
 
 # passive OpenMP waiting: see speed.py (the machine is shared); inherited by the children
 os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
+
+from tagnn_pyg.utils.memory import current_rss_mib, peak_rss_mib  # noqa: E402 (torch-free)
+
 HERE = Path(__file__).resolve().parent
 LIMIT_MIB = 2048.0
-
-
-def _status_mib(key: str) -> Optional[float]:
-    kib = proc_status_kib(key)
-    return None if kib is None else kib / 1024
 
 
 def _build_tagnn_pyg(args: argparse.Namespace, num_items: int,
@@ -50,7 +47,7 @@ def _build_tagnn_pyg(args: argparse.Namespace, num_items: int,
     from tagnn_pyg.data import SessionSequences
     from tagnn_pyg.data.batching import build_session_batch
     from tagnn_pyg.models import TAGNN
-    rss_after_import = _status_mib('VmRSS')
+    rss_after_import = current_rss_mib()
     t0 = time.perf_counter()
     model = TAGNN(num_items, args.hidden, chunk_size=args.chunk_size).eval()
     seqs = SessionSequences.from_lists(sessions)
@@ -63,10 +60,9 @@ def _build_reference(args: argparse.Namespace, num_items: int,
                      sessions: List[List[int]]) -> Tuple[Any, Any, Optional[float], float]:
     """The released computation and its padded batch, as :func:`_build_tagnn_pyg`."""
     import numpy as np
-    sys.path.insert(0, str(HERE))
-    from reference_released import (ReleasedSessionData, ReleasedSessionGraph,
-                                    released_scores)
-    rss_after_import = _status_mib('VmRSS')
+    from tagnn_pyg.testing.released import (ReleasedSessionData, ReleasedSessionGraph,
+                                            released_scores)
+    rss_after_import = current_rss_mib()
     t0 = time.perf_counter()
     model = ReleasedSessionGraph(num_items, args.hidden, kind='tagnn').eval()
     data = ReleasedSessionData(sessions, [1] * len(sessions))
@@ -87,7 +83,7 @@ def child(args: argparse.Namespace) -> Dict[str, Any]:
     torch.manual_seed(0)
     build = _build_tagnn_pyg if args.implementation == 'tagnn_pyg' else _build_reference
     score, chunk, rss_after_import, build_s = build(args, num_items, sessions)
-    rss_after_build = _status_mib('VmRSS')
+    rss_after_build = current_rss_mib()
     times = []
     with torch.inference_mode():
         for _ in range(args.repeats):
@@ -113,7 +109,7 @@ def child(args: argparse.Namespace) -> Dict[str, Any]:
         'build_s': round(build_s, 3),
         'rss_after_import_mib': round(rss_after_import or 0, 1),
         'rss_after_build_mib': round(rss_after_build or 0, 1),
-        'peak_rss_mib': round(_status_mib('VmHWM') or 0, 1),
+        'peak_rss_mib': round(peak_rss_mib() or 0, 1),
         'scores_finite': finite,
         'top20_shape': list(top.shape),
     }

@@ -61,10 +61,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / 'benchmarks'))
+from tagnn_pyg.testing import load_script
 
-import reproduce_report as report  # noqa: E402  (the aggregation, torch-free)
+REPO = Path(__file__).resolve().parents[1]
+report = load_script(REPO / 'benchmarks' / 'reproduce_report.py')  # the aggregation, torch-free
 
 DEFAULT_DATA_ROOT = REPO.parent / 'shared' / 'datasets'
 RESULTS_DIR = report.RESULTS_DIR
@@ -444,12 +444,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         datefmt='%H:%M:%S')
     logging.getLogger('tagnn_pyg.train').setLevel(logging.INFO)
     if args.report:
-        try:
-            report.write_report(args.results_dir)
-        except ValueError as err:
-            print(f'error: {err}', file=sys.stderr)
-            return 1
-        return 0
+        return report.exit_status(lambda: report.write_report(args.results_dir), ValueError)
     for name in ('epochs', 'max_train', 'max_test', 'max_valid', 'threads',
                  'eval_batch_size', 'checkpoint_every'):
         value = getattr(args, name)
@@ -469,12 +464,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         torch.set_num_threads(args.threads)
     specs = plan(args.rows, args.datasets, args.protocols, args.seeds,
                  args.tagnnpp_preset, args.epochs, args.max_train, args.max_test)
-    try:
-        run_all(specs, args)
-    except FileNotFoundError as err:
-        print(f'error: {err}', file=sys.stderr)
-        return 1
-    return 0
+    return report.exit_status(lambda: run_all(specs, args), FileNotFoundError)
 
 
 if __name__ == '__main__':

@@ -30,7 +30,8 @@ import statistics
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import (Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence,
+                    Tuple, Type)
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO / 'benchmarks' / 'results' / 'reproduce'
@@ -595,6 +596,17 @@ def write_report(results_dir: Path = RESULTS_DIR, doc: Path = DOC,
     return block
 
 
+def exit_status(run: Callable[[], Any], *errors: Type[BaseException]) -> int:
+    """The exit status of a command doing ``run()``: 0, or 1 with ``error: <message>`` on
+    stderr when it raises one of ``errors`` (the expected failures: missing or bad input)."""
+    try:
+        run()
+    except errors as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -603,12 +615,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument('--figure', type=Path, default=FIGURE, help='PNG to write')
     p.add_argument('--no-figure', action='store_true')
     args = p.parse_args(argv)
-    try:
-        write_report(args.results, args.doc, None if args.no_figure else args.figure)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    return 0
+    return exit_status(lambda: write_report(args.results, args.doc,
+                                            None if args.no_figure else args.figure),
+                       ValueError)
 
 
 if __name__ == '__main__':

@@ -11,7 +11,7 @@ For every (model, data set) it runs, in this one process and on identical batche
   padding) + the library's model (:data:`tagnn_pyg.models.MODELS`, configured by
   :mod:`tagnn_pyg.presets`) + the trainer's Adam (``tagnn_pyg.optim.make_adam``, fused where
   supported) (+ AGC where the preset uses it; ``--amp``: bfloat16 autocast as the trainer's);
-* ``reference``: :mod:`reference_released`, the dense re-implementation of the released code
+* ``reference``: :mod:`tagnn_pyg.testing.released`, the dense re-implementation of the released code
   (per-session numpy adjacency, padding to the data set maximum, the ``[batch, items, d]``
   target tensor) + torch's default Adam, as released, in float32,
 
@@ -58,9 +58,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from reference_released import (  # noqa: E402
+from tagnn_pyg.testing.released import (  # noqa: E402
     ReleasedSessionData, ReleasedSessionGraph, released_scores, released_train_step)
+from tagnn_pyg.utils.memory import current_rss_mib, peak_rss_mib  # noqa: E402
 
 DATASETS = ('diginetica', 'yoochoose1_64')
 MODELS = ('srgnn', 'tagnn', 'tagnnpp')
@@ -90,17 +90,6 @@ def device_name(device: torch.device) -> str:
     return torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'
 
 
-def _proc_status_kib(key: str) -> Optional[int]:
-    try:
-        with open('/proc/self/status') as f:
-            for line in f:
-                if line.startswith(key + ':'):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
 def _malloc_trim() -> None:
     try:
         ctypes.CDLL('libc.so.6').malloc_trim(0)
@@ -113,16 +102,16 @@ class PeakMemory:
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
-        self.base_kib = 0
+        self.base_mib = 0.0
         self._sampler: Optional[threading.Thread] = None
         self._stop = threading.Event()
-        self._sampled_peak = 0
+        self._sampled_peak_mib = 0.0
         self.method = self._method()
 
     def _method(self) -> str:
         if self.device.type == 'cuda':
             return 'torch.cuda.max_memory_allocated (absolute)'
-        if _proc_status_kib('VmHWM') is not None and os.access('/proc/self/clear_refs', os.W_OK):
+        if peak_rss_mib() is not None and os.access('/proc/self/clear_refs', os.W_OK):
             return 'CPU peak RSS delta: VmHWM (reset via /proc/self/clear_refs) - VmRSS at start'
         return 'CPU peak RSS delta: psutil RSS sampled every 1 ms - RSS at start'
 
@@ -138,17 +127,18 @@ class PeakMemory:
         if self.method.startswith('CPU peak RSS delta: VmHWM'):
             with open('/proc/self/clear_refs', 'w') as f:
                 f.write('5')
-            self.base_kib = _proc_status_kib('VmRSS') or 0
+            self.base_mib = current_rss_mib() or 0.0
             return
         import psutil
         proc = psutil.Process()
-        self.base_kib = proc.memory_info().rss // 1024
-        self._sampled_peak = self.base_kib
+        self.base_mib = proc.memory_info().rss / 2 ** 20
+        self._sampled_peak_mib = self.base_mib
         self._stop.clear()
 
         def sample() -> None:
             while not self._stop.is_set():
-                self._sampled_peak = max(self._sampled_peak, proc.memory_info().rss // 1024)
+                self._sampled_peak_mib = max(self._sampled_peak_mib,
+                                             proc.memory_info().rss / 2 ** 20)
                 time.sleep(0.001)
 
         self._sampler = threading.Thread(target=sample, daemon=True)
@@ -163,8 +153,8 @@ class PeakMemory:
             self._stop.set()
             self._sampler.join()
             self._sampler = None
-            return max(0, self._sampled_peak - self.base_kib) / 1024
-        return max(0, (_proc_status_kib('VmHWM') or 0) - self.base_kib) / 1024
+            return max(0.0, self._sampled_peak_mib - self.base_mib)
+        return max(0.0, (peak_rss_mib() or 0.0) - self.base_mib)
 
 
 # ----------------------------------------------------------------------------------------
@@ -219,9 +209,29 @@ def library_model_class(key: str) -> type:
 
 class Runner:
     """Builds one implementation's model and optimizer, then runs training steps and
-    evaluation batches (each call fetches/builds its own batch, as the implementation does)."""
+    evaluation batches (each call fetches/builds its own batch, as the implementation does).
+
+    Args:
+        bundle: the data set.
+        model_key: ``'srgnn'``, ``'tagnn'`` or ``'tagnnpp'`` (its preset:
+            :func:`preset_name`).
+        device: where to run.
+        eval_batch_size: evaluation batch size (default: the preset's training batch size).
+        amp: bfloat16 autocast of the training forward pass, where the implementation
+            supports it (:attr:`supports_amp`; otherwise float32).
+    """
 
     implementation = ''
+    supports_amp = False
+
+    def __init__(self, bundle: DatasetBundle, model_key: str, device: torch.device,
+                 eval_batch_size: Optional[int] = None, amp: bool = False) -> None:
+        from tagnn_pyg.presets import get_preset
+        self.amp = amp and self.supports_amp
+        self.bundle, self.model_key, self.device = bundle, model_key, device
+        self.preset = get_preset(preset_name(model_key, bundle.name))
+        self.batch_size = int(self.preset.training['batch_size'])
+        self.eval_batch_size = eval_batch_size or self.batch_size
 
     def setup(self, train_index: np.ndarray, eval_count: int) -> None:
         raise NotImplementedError
@@ -254,15 +264,7 @@ class LibraryRunner(Runner):
     bfloat16 autocast of the training forward pass (``amp``, the trainer's ``--amp``)."""
 
     implementation = 'tagnn_pyg'
-
-    def __init__(self, bundle: DatasetBundle, model_key: str, device: torch.device,
-                 eval_batch_size: Optional[int] = None, amp: bool = False) -> None:
-        self.amp = amp
-        from tagnn_pyg.presets import get_preset
-        self.bundle, self.model_key, self.device = bundle, model_key, device
-        self.preset = get_preset(preset_name(model_key, bundle.name))
-        self.batch_size = int(self.preset.training['batch_size'])
-        self.eval_batch_size = eval_batch_size or self.batch_size
+    supports_amp = True
 
     def setup(self, train_index: np.ndarray, eval_count: int) -> None:
         from tagnn_pyg.data.batching import SessionLoader
@@ -312,19 +314,10 @@ class LibraryRunner(Runner):
 
 
 class ReferenceRunner(Runner):
-    """The released computation (:mod:`reference_released`) + Adam (torch's default
+    """The released computation (:mod:`tagnn_pyg.testing.released`) + Adam (torch's default
     implementation, as released), in float32."""
 
     implementation = 'reference'
-
-    def __init__(self, bundle: DatasetBundle, model_key: str, device: torch.device,
-                 eval_batch_size: Optional[int] = None, amp: bool = False) -> None:
-        self.amp = False
-        from tagnn_pyg.presets import get_preset
-        self.bundle, self.model_key, self.device = bundle, model_key, device
-        self.preset = get_preset(preset_name(model_key, bundle.name))
-        self.batch_size = int(self.preset.training['batch_size'])
-        self.eval_batch_size = eval_batch_size or self.batch_size
 
     def setup(self, train_index: np.ndarray, eval_count: int) -> None:
         kw = self.preset.model_kwargs

@@ -12,8 +12,7 @@ from torch_geometric.typing import WITH_TORCH_SPARSE, SparseTensor
 
 from tagnn_pyg.data.session_data import SessionData
 from tagnn_pyg.nn import GatedSessionConv
-
-from released import dense_adjacency, released_gnn_cell
+from tagnn_pyg.testing.released import dense_adjacency, released_gnn_cell
 
 SESSIONS = [[1, 2, 1, 3], [5, 5, 5], [7], [4, 2, 4, 2, 9, 9, 2], [3, 8], [6, 6]]
 

@@ -3,12 +3,11 @@ GPU run will write is there, with the figures in it; the time budget stops and s
 import json
 import sys
 import time
-from pathlib import Path
 
-from conftest import require_shared
+from conftest import REPO, require_shared
+from tagnn_pyg.testing import load_script
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'benchmarks'))
-import gpu_check  # noqa: E402
+gpu_check = load_script(REPO / 'benchmarks' / 'gpu_check.py')
 
 
 def test_tiny_run_on_cpu_writes_every_figure(tmp_path):

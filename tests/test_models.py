@@ -11,8 +11,7 @@ from torch_geometric.data import Batch
 from tagnn_pyg.data import SessionData
 from tagnn_pyg.models import MODELS, SRGNN, TAGNN, TAGNNPlusPlus
 from tagnn_pyg.optim import AGC
-
-from released import dense_adjacency, released_gnn_cell
+from tagnn_pyg.testing.released import dense_adjacency, released_gnn_cell
 
 M, D = 50, 16   # item ids 0..49 (0 = padding), hidden size
 

@@ -18,8 +18,7 @@ from conftest import require_shared
 from tagnn_pyg.cli import main
 from tagnn_pyg.cli.prepare import KINDS as CLI_KINDS
 from tagnn_pyg.data.preprocess import KINDS, make_time_parser, prepare
-
-from released import process_seqs
+from tagnn_pyg.testing.released import process_seqs
 
 SAMPLE = ('raw', 'diginetica-sample-train-item-views.csv')
 

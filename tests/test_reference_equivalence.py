@@ -1,6 +1,6 @@
 """The library's SR-GNN / TAGNN against the dense re-implementation of the released code.
 
-``benchmarks/reference_released.py`` recomputes what the released code computes (dense
+``tagnn_pyg.testing.released`` recomputes what the released code computes (dense
 per-session adjacency, padding to the data set maximum, the ``[batch, items, d]`` target
 tensor). Where the released padding quirks do not matter -- one session per batch, padded to
 its own length, so there is no padding node -- the two must give the same scores and gradients
@@ -9,50 +9,24 @@ and the library at once. Tiny sizes only: timing lives in ``benchmarks/``.
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-from typing import Dict, List
+from typing import List
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'benchmarks'))
-from reference_released import (  # noqa: E402
-    ReleasedSessionData, ReleasedSessionGraph, released_scores)
-
-from tagnn_pyg.data import SessionSequences  # noqa: E402
-from tagnn_pyg.data.batching import build_session_batch  # noqa: E402
+from tagnn_pyg.data import SessionSequences
+from tagnn_pyg.data.batching import build_session_batch
+from tagnn_pyg.testing.released import (TAGNN_PARAMETER_MAP, ReleasedSessionData,
+                                        ReleasedSessionGraph, released_copy,
+                                        released_scores)
 
 NUM_ITEMS = 13  # ids 1..12 plus padding 0
 D = 8
 SESSIONS: List[List[int]] = [[3], [5, 5, 5], [1, 2, 1, 3], [4, 7, 9, 7, 4, 12, 1],
                              [12, 11, 10, 11, 12, 6, 6, 2]]
 TARGETS: List[int] = [2, 1, 12, 3, 7]
-
-# library parameter -> reference parameter (same tensors in the released names)
-PARAMETER_MAP: Dict[str, str] = {
-    'embedding.weight': 'embedding.weight',
-    'gnn.lin_in.weight': 'gnn.linear_edge_in.weight',
-    'gnn.lin_in.bias': 'gnn.linear_edge_in.bias',
-    'gnn.lin_out.weight': 'gnn.linear_edge_out.weight',
-    'gnn.lin_out.bias': 'gnn.linear_edge_out.bias',
-    'gnn.bias_in': 'gnn.b_iah',
-    'gnn.bias_out': 'gnn.b_oah',
-    'gnn.gru.weight_ih': 'gnn.w_ih',
-    'gnn.gru.weight_hh': 'gnn.w_hh',
-    'gnn.gru.bias_ih': 'gnn.b_ih',
-    'gnn.gru.bias_hh': 'gnn.b_hh',
-    'global_readout.lin_last.weight': 'linear_one.weight',
-    'global_readout.lin_last.bias': 'linear_one.bias',
-    'global_readout.lin_pos.weight': 'linear_two.weight',
-    'global_readout.lin_pos.bias': 'linear_two.bias',
-    'global_readout.lin_q.weight': 'linear_three.weight',
-    'lin_transform.weight': 'linear_transform.weight',
-    'lin_transform.bias': 'linear_transform.bias',
-    'target_attention.lin.weight': 'linear_t.weight',
-}
 
 
 def _library_model(kind: str, hybrid: bool) -> torch.nn.Module:
@@ -61,28 +35,6 @@ def _library_model(kind: str, hybrid: bool) -> torch.nn.Module:
     if kind == 'srgnn':
         return SRGNN(NUM_ITEMS, D, hybrid=hybrid)
     return TAGNN(NUM_ITEMS, D, hybrid=hybrid)
-
-
-def _reference_copy(model: torch.nn.Module, kind: str, hybrid: bool,
-                    parameter_map: Dict[str, str] = PARAMETER_MAP,
-                    heads: int = 2) -> ReleasedSessionGraph:
-    """The released port holding ``model``'s weights (``parameter_map``: library name ->
-    released name)."""
-    ref = ReleasedSessionGraph(model.num_items, model.hidden_channels, kind=kind,
-                               nonhybrid=not hybrid, heads=heads)
-    ref_params = dict(ref.named_parameters())
-    copied = set()
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            assert name in parameter_map, f"no released counterpart for {name}"
-            ref_params[parameter_map[name]].copy_(param)
-            copied.add(parameter_map[name])
-    # everything the released forward uses was set (linear_edge_f is unused, as released)
-    unused = {'gnn.linear_edge_f.weight', 'gnn.linear_edge_f.bias'}
-    if not hybrid:
-        unused |= {'linear_transform.weight', 'linear_transform.bias'}
-    assert set(ref_params) - copied == unused
-    return ref
 
 
 def _library_batch():
@@ -134,7 +86,7 @@ def test_released_slice_hand_worked() -> None:
                                          ('tagnn', True), ('tagnn', False)])
 def test_scores_equal_reference(kind: str, hybrid: bool) -> None:
     model = _library_model(kind, hybrid)
-    ref = _reference_copy(model, kind, hybrid)
+    ref = released_copy(model, kind, hybrid)
     ours = model(_library_batch())
     assert ours.shape == (len(SESSIONS), NUM_ITEMS)
     assert torch.isneginf(ours[:, 0]).all()
@@ -146,14 +98,14 @@ def test_scores_equal_reference(kind: str, hybrid: bool) -> None:
 def test_gradients_equal_reference(kind: str) -> None:
     """The training loss (summed over single-session batches) has the same gradients."""
     model = _library_model(kind, True)
-    ref = _reference_copy(model, kind, True)
+    ref = released_copy(model, kind, True)
     targets = torch.tensor(TARGETS)
     F.cross_entropy(model(_library_batch())[:, 1:], targets - 1,
                     reduction='sum').backward()
     F.cross_entropy(_reference_scores(ref), targets - 1, reduction='sum').backward()
     ref_params = dict(ref.named_parameters())
     for name, param in model.named_parameters():
-        torch.testing.assert_close(param.grad, ref_params[PARAMETER_MAP[name]].grad,
+        torch.testing.assert_close(param.grad, ref_params[TAGNN_PARAMETER_MAP[name]].grad,
                                    atol=1e-5, rtol=1e-4, msg=lambda m: f"{name}: {m}")
 
 
@@ -162,7 +114,7 @@ def test_reference_padding_changes_tagnn_scores() -> None:
     changes the reference's TAGNN scores (padded slots enter both softmaxes), while the
     library's scores do not depend on the other sessions of the data set."""
     model = _library_model('tagnn', True)
-    ref = _reference_copy(model, 'tagnn', True)
+    ref = released_copy(model, 'tagnn', True)
     session, target = SESSIONS[2], TARGETS[2]
     alone = ReleasedSessionData([session], [target])
     padded = ReleasedSessionData([session, SESSIONS[4]], [target, TARGETS[4]])

@@ -4,12 +4,10 @@ Each piece is checked against a literal computation that really pads: the sessio
 position features followed by ``pad_count`` padded slots, one dense softmax over all of
 them, as the released ``compute_scores`` does. The whole TAGNN with ``released_padding``
 must give the scores and gradients of the dense re-implementation of the released code
-(``benchmarks/reference_released.py``) on a batch padded to the data set's longest session.
+(``tagnn_pyg.testing.released``) on a batch padded to the data set's longest session.
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import List
 
 import numpy as np
@@ -24,12 +22,9 @@ from tagnn_pyg.models.tagnn import padded_like_released
 from tagnn_pyg.nn import SoftAttentionReadout, TargetAttention
 from tagnn_pyg.nn import target_attention as ta_module
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_reference_equivalence import (  # noqa: E402
-    D, NUM_ITEMS, PARAMETER_MAP, SESSIONS, TARGETS, _reference_copy)
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'benchmarks'))
-from reference_released import ReleasedSessionData, released_scores  # noqa: E402
+from tagnn_pyg.testing.released import (TAGNN_PARAMETER_MAP, ReleasedSessionData,
+                                        released_copy, released_scores)
+from test_reference_equivalence import D, NUM_ITEMS, SESSIONS, TARGETS
 
 LENGTHS = [1, 3, 4, 2]
 PAD = [5, 0, 2, 3]          # padded slots per session (a session of full length has none)
@@ -172,7 +167,7 @@ def _released_batch_scores(ref, rows: List[int]):
 
 def test_tagnn_released_padding_equals_reference() -> None:
     model = _padded_model()
-    ref = _reference_copy(model, 'tagnn', True)
+    ref = released_copy(model, 'tagnn', True)
     seqs = SessionSequences.from_lists(SESSIONS, TARGETS)
     rows = [0, 2, 3]                    # a batch without the longest session
     sub = seqs[torch.tensor(rows)]
@@ -192,7 +187,7 @@ def test_tagnn_released_padding_equals_reference() -> None:
 
 def test_tagnn_released_padding_gradients_equal_reference() -> None:
     model = _padded_model()
-    ref = _reference_copy(model, 'tagnn', True)
+    ref = released_copy(model, 'tagnn', True)
     seqs = SessionSequences.from_lists(SESSIONS, TARGETS)
     rows = [0, 1, 2, 3]
     sub = seqs[torch.tensor(rows)]
@@ -203,7 +198,7 @@ def test_tagnn_released_padding_gradients_equal_reference() -> None:
     F.cross_entropy(_released_batch_scores(ref, rows), targets - 1).backward()
     ref_params = dict(ref.named_parameters())
     for name, param in model.named_parameters():
-        torch.testing.assert_close(param.grad, ref_params[PARAMETER_MAP[name]].grad,
+        torch.testing.assert_close(param.grad, ref_params[TAGNN_PARAMETER_MAP[name]].grad,
                                    atol=1e-5, rtol=1e-4, msg=lambda m: f"{name}: {m}")
     # the padding item's embedding gets a gradient through the padded slots, as released
     assert model.embedding.weight.grad[0].abs().sum() > 0

@@ -6,14 +6,14 @@ missing-run commands, splicing into docs/results.md; plus the run plan of
 import json
 import math
 import sys
-from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / 'benchmarks'
-sys.path.insert(0, str(BENCH))
+from conftest import REPO
+from tagnn_pyg.testing import load_script
 
-import reproduce_report as rr  # noqa: E402
+BENCH = REPO / 'benchmarks'
+rr = load_script(BENCH / 'reproduce_report.py')
 
 
 def rec(row='srgnn', dataset='diginetica', protocol='paper', seed=0, hr20=50.0,
@@ -175,7 +175,7 @@ def test_figure_data():
 
 
 def test_reproduce_plan_and_run_ids():
-    import reproduce
+    reproduce = load_script(BENCH / 'reproduce.py')
     assert reproduce.preset_for('tagnnpp', 'yoochoose1_64') == 'tagnnpp-paper-yoochoose'
     assert reproduce.preset_for('tagnnpp-AGC', 'diginetica', 'released') == \
         'tagnnpp-released-diginetica-AGC'

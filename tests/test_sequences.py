@@ -4,8 +4,7 @@ import pytest
 import torch
 
 from tagnn_pyg.data import SessionSequences, expand_prefixes
-
-from released import process_seqs
+from tagnn_pyg.testing.released import process_seqs
 
 
 def test_from_lists_layout():

@@ -6,8 +6,7 @@ from torch_geometric.data import Batch
 from torch_geometric.loader import DataLoader
 
 from tagnn_pyg.data import SessionData
-
-from released import dense_adjacency
+from tagnn_pyg.testing.released import dense_adjacency
 
 
 def released_dense_adjacency(items):

@@ -7,8 +7,7 @@ import pytest
 from conftest import require_shared
 from tagnn_pyg.data.safe_pickle import UnsafePickleError
 from tagnn_pyg.data.srgnn_format import read_srgnn_folder, write_srgnn_folder
-
-from released import process_seqs
+from tagnn_pyg.testing.released import process_seqs
 
 
 # published counts (datasets/README.md, SR-GNN/TAGNN papers)

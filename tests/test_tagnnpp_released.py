@@ -1,5 +1,5 @@
 """``TAGNNPlusPlus(layer='released', released_padding=True)`` against the dense port of the
-released TAGNN++ forward (``benchmarks/reference_released.py``, ``kind='tagnnpp'``: the
+released TAGNN++ forward (``tagnn_pyg.testing.released``, ``kind='tagnnpp'``: the
 ``The-Learning-Machines/SBR`` ``model.py`` computation on batches padded like its
 ``proc_utils.Dataset``: padded node lists, attention over them, the ``[B, m, d]`` target
 tensor).
@@ -11,8 +11,6 @@ default and the click-order ``layer='released'`` must *not* agree (so the compar
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import Dict, List
 
 import numpy as np
@@ -28,14 +26,9 @@ from tagnn_pyg.data.srgnn_format import parse_examples
 from tagnn_pyg.models import TAGNN, TAGNNPlusPlus
 from tagnn_pyg.models.tagnn import padded_like_released
 from tagnn_pyg.presets import get_preset
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_reference_equivalence import PARAMETER_MAP as TAGNN_MAP  # noqa: E402
-from test_reference_equivalence import _reference_copy  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'benchmarks'))
-from reference_released import (  # noqa: E402
-    ReleasedSessionData, ReleasedSessionGraph, released_scores)
+from tagnn_pyg.testing.released import TAGNNPP_PARAMETER_MAP as PARAMETER_MAP
+from tagnn_pyg.testing.released import (ReleasedSessionData, ReleasedSessionGraph,
+                                        released_copy, released_scores)
 
 NUM_ITEMS, D, HEADS = 13, 8, 2
 # repeats, non-increasing ids, length 1, distinct increasing, and the longest (9 clicks)
@@ -44,17 +37,6 @@ SESSIONS: List[List[int]] = [[3], [5, 5, 5], [1, 2, 1, 3], [4, 7, 9, 7, 4, 12, 1
                              [7]]
 TARGETS: List[int] = [2, 1, 12, 3, 7, 4, 6, 8]
 LONGEST = 4
-
-# library parameter -> released parameter (TAGNN's, plus the attention layer's)
-PARAMETER_MAP: Dict[str, str] = {
-    **{k: v for k, v in TAGNN_MAP.items() if not k.startswith('lin_transform')},
-    'transformer.attn.in_proj_weight': 'attn.in_proj_weight',
-    'transformer.attn.in_proj_bias': 'attn.in_proj_bias',
-    'transformer.attn.out_proj.weight': 'attn.out_proj.weight',
-    'transformer.attn.out_proj.bias': 'attn.out_proj.bias',
-    'transformer.norm1.weight': 'layer_norm1.weight',
-    'transformer.norm1.bias': 'layer_norm1.bias',
-}
 
 
 def _model(num_items: int = NUM_ITEMS, seed: int = 0, **kw) -> TAGNNPlusPlus:
@@ -67,7 +49,7 @@ def _reference(model: TAGNNPlusPlus) -> ReleasedSessionGraph:
     """The dense released port holding ``model``'s weights (every parameter the released
     forward uses is set; ``linear_edge_f`` and ``linear_transform`` are unused, as released
     with ``nonhybrid=True``)."""
-    return _reference_copy(model, 'tagnnpp', False, PARAMETER_MAP, HEADS).eval()
+    return released_copy(model, 'tagnnpp', False, PARAMETER_MAP, HEADS).eval()
 
 
 def _compare(model: TAGNNPlusPlus, seqs: SessionSequences, rows: np.ndarray,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 REQUIRED = ['LICENSE', 'README.md', 'setup.py', 'pyproject.toml', 'tests/conftest.py',
-            'tests/released.py', 'tagnn_pyg/py.typed']
+            'tagnn_pyg/testing/released.py', 'tagnn_pyg/py.typed']
 
 
 def main(dist_dir: str) -> int:

@@ -114,7 +114,10 @@ class TAGNN(SessionRecommender):
 
     def __init__(self, num_items: int, hidden_channels: int = 100, num_steps: int = 1,
                  score: str = 'released', session: str = 'full', hybrid: bool = True,
-                 chunk_size: Optional[int] = None, released_padding: bool = False) -> None:
+                 chunk_size: Optional[int] = None, released_padding: bool = False,
+                 *, _use_gnn: bool = True) -> None:
+        # ``_use_gnn=False`` (not part of config()): TAGNNPlusPlus(use_gnn=False), the
+        # "-GNN" ablation, which would otherwise build a GNN only to discard it.
         super().__init__(num_items, hidden_channels)
         if score not in TAGNN_SCORES:
             raise ValueError(f"score must be one of {TAGNN_SCORES}, got {score!r}")
@@ -136,7 +139,8 @@ class TAGNN(SessionRecommender):
         d = hidden_channels
         full = session == 'full'
 
-        self.gnn: Optional[GatedSessionConv] = GatedSessionConv(d, num_steps=self.num_steps)
+        self.gnn: Optional[GatedSessionConv] = (
+            GatedSessionConv(d, num_steps=self.num_steps) if _use_gnn else None)
         uses_local = session in ('full', 'local', 'local+attention')
         uses_global = session in ('full', 'attention', 'local+attention')
         self.local_readout = LastItemReadout() if uses_local else None

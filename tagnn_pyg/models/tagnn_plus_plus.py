@@ -2,7 +2,6 @@ r"""TAGNN++ (Mitheran et al., 2021): TAGNN with a Transformer layer over the
 clicks, as a composition of :mod:`tagnn_pyg.nn` parts."""
 from __future__ import annotations
 
-import math
 from typing import Any, Dict, Optional
 
 import torch
@@ -94,9 +93,11 @@ class TAGNNPlusPlus(TAGNN):
         num_items (int): Number of item ids *including* the padding id 0.
         hidden_channels (int, optional): :math:`d`. (default: :obj:`100`)
         heads (int, optional): Attention heads (:math:`d` must be divisible by
-            it). (default: :obj:`2`)
+            it; checked by :class:`~tagnn_pyg.nn.SessionTransformer`, unused
+            without it). (default: :obj:`2`)
         num_steps (int, optional): GNN propagation steps. (default: :obj:`1`)
-        dropout (float, optional): Transformer dropout. (default: :obj:`0.1`)
+        dropout (float, optional): Transformer dropout, in :math:`[0, 1)`.
+            (default: :obj:`0.1`)
         use_gnn (bool, optional): ``False`` for the "-GNN" ablation (item
             embeddings go straight to the Transformer). (default: :obj:`True`)
         use_transformer (bool, optional): ``False`` for the "-Transformer"
@@ -141,11 +142,6 @@ class TAGNNPlusPlus(TAGNN):
             raise ValueError(f"layer must be one of {TAGNNPP_LAYERS}, got {layer!r}")
         if init not in TAGNNPP_INITS:
             raise ValueError(f"init must be one of {TAGNNPP_INITS}, got {init!r}")
-        if int(heads) != heads or heads < 1 or hidden_channels % heads != 0:
-            raise ValueError(f"heads must be a positive divisor of hidden_channels="
-                             f"{hidden_channels}, got {heads!r}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must lie in [0, 1), got {dropout!r}")
         if released_padding and use_transformer and layer != 'released':
             raise ValueError(f"released_padding emulates the released TAGNN++ code, "
                              f"whose attention layer is layer='released'; got "
@@ -160,7 +156,7 @@ class TAGNNPlusPlus(TAGNN):
                              "click positions); got positional=True")
         super().__init__(num_items, hidden_channels, num_steps=num_steps, score=score,
                          session=session, hybrid=hybrid, chunk_size=chunk_size,
-                         released_padding=released_padding)
+                         released_padding=released_padding, _use_gnn=use_gnn)
         self.heads = int(heads)
         self.dropout = float(dropout)
         self.use_gnn = bool(use_gnn)
@@ -169,24 +165,23 @@ class TAGNNPlusPlus(TAGNN):
         self.layer = layer
         self.max_length = int(max_length)
         self.init = init
-        if not self.use_gnn:
-            self.gnn = None
         self.transformer: Optional[SessionTransformer] = None
         if self.use_transformer:
+            # heads and dropout as given: the layer checks them (without it they are unused)
             self.transformer = SessionTransformer(
-                hidden_channels, heads=self.heads, dropout=self.dropout,
+                hidden_channels, heads=heads, dropout=dropout,
                 positional=self.positional, feed_forward=layer == 'paper',
                 max_length=self.max_length,
                 norm='post' if layer == 'paper' else 'released')
+        # TAGNN.__init__ has drawn its parameters once already; drawing them all again here
+        # (the Transformer's too) keeps the initial weights a seed gave in earlier versions.
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         r"""Uniform :math:`[-1/\sqrt{d}, 1/\sqrt{d}]` everywhere (released),
         or the Transformer's own initialisation with
         ``init='transformer-default'``."""
-        stdv = 1.0 / math.sqrt(self.hidden_channels)
-        for p in self.parameters():
-            torch.nn.init.uniform_(p, -stdv, stdv)
+        super().reset_parameters()
         if getattr(self, 'init', 'uniform') == 'transformer-default' \
                 and getattr(self, 'transformer', None) is not None:
             self.transformer.reset_parameters()

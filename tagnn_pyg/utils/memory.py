@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-__all__ = ['proc_status_kib']
+__all__ = ['proc_status_kib', 'current_rss_mib', 'peak_rss_mib']
 
 
 def proc_status_kib(key: str) -> Optional[int]:
@@ -23,3 +23,18 @@ def proc_status_kib(key: str) -> Optional[int]:
     except OSError:
         return None
     return None
+
+
+def current_rss_mib() -> Optional[float]:
+    """The resident set size of this process now (``VmRSS``), in MiB; ``None`` where
+    ``/proc/self/status`` is unavailable (not Linux)."""
+    kib = proc_status_kib('VmRSS')
+    return None if kib is None else kib / 1024
+
+
+def peak_rss_mib() -> Optional[float]:
+    """The peak resident set size of this process (``VmHWM``: since the start, or since the
+    last write of ``5`` to ``/proc/self/clear_refs``), in MiB; ``None`` where
+    ``/proc/self/status`` is unavailable (not Linux)."""
+    kib = proc_status_kib('VmHWM')
+    return None if kib is None else kib / 1024
