@@ -1,5 +1,7 @@
-r"""The non-neural baselines of the SR-GNN / TAGNN / TAGNN++ papers: POP, S-POP
-and Item-KNN, with the same interface as the models.
+r"""The non-neural baselines of the SR-GNN / TAGNN / TAGNN++ papers (POP, S-POP
+and Item-KNN) and the session-based nearest-neighbour methods that recent
+evaluations find as strong as the neural models (SKNN, V-SKNN, STAN), with the
+same interface as the models.
 
 Every baseline is fitted on the training data with ``.fit(train, num_items)``
 and then called like a model: ``baseline(batch) -> Tensor[B, num_items]``, where
