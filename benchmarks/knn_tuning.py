@@ -31,12 +31,11 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import platform
 import shlex
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
@@ -45,10 +44,14 @@ from tagnn_pyg.data.loading import load_session_data
 from tagnn_pyg.train import TrainConfig, evaluate, make_splits
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / 'benchmarks'))
+from baselines import device_name  # noqa: E402  (benchmarks/baselines.py)
+
 DEFAULT_ROOT = REPO.parent / 'shared' / 'datasets'
 RESULTS = REPO / 'benchmarks' / 'results'
 METHODS = ('sknn', 'vsknn', 'stan')
 NAMES = {'sknn': 'SKNN', 'vsknn': 'V-SKNN', 'stan': 'STAN'}
+CPU = device_name(torch.device('cpu'))
 DATASET_NAMES = {'diginetica': 'Diginetica', 'yoochoose1_64': 'Yoochoose 1/64'}
 KS = (5, 10, 20)
 
@@ -69,9 +72,21 @@ GRIDS: Dict[str, List[Dict[str, Any]]] = {
 }
 
 
-def device_name() -> str:
-    return f'CPU ({platform.processor() or platform.machine()}, ' \
-           f'{torch.get_num_threads()} threads)'
+def fit_evaluate(method: str, params: Dict[str, Any], sessions: List[List[int]],
+                 num_items: int, sequences: Any, batch_size: int
+                 ) -> Tuple[Any, Dict[str, float], float, float]:
+    """``(model, metrics, fit seconds, evaluation seconds)``, full ranking, CPU."""
+    t0 = time.perf_counter()
+    model = BASELINES[method](**params).fit(sessions, num_items)
+    fit_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    metrics = evaluate(model, sequences, batch_size=batch_size, ks=KS)
+    return model, metrics, fit_s, time.perf_counter() - t0
+
+
+def commands_footer(records: List[Dict[str, Any]]) -> List[str]:
+    cmds = sorted({r['command'] for r in records})
+    return ['', 'Commands:', ''] + [f'    {c}' for c in cmds]
 
 
 def _load(path: Path) -> List[Dict[str, Any]]:
@@ -111,20 +126,16 @@ def tune(args: argparse.Namespace, command: str) -> None:
                 key = (name, method, json.dumps(params, sort_keys=True))
                 if key in done:
                     continue
-                t0 = time.perf_counter()
-                model = BASELINES[method](**params).fit(splits.train_sessions,
-                                                        data.num_items)
-                fit_s = time.perf_counter() - t0
-                t0 = time.perf_counter()
-                valid = evaluate(model, splits.valid, batch_size=args.batch_size, ks=KS)
-                eval_s = time.perf_counter() - t0
+                model, valid, fit_s, eval_s = fit_evaluate(
+                    method, params, splits.train_sessions, data.num_items,
+                    splits.valid, args.batch_size)
                 records.append({
                     'model': method, 'dataset': name, 'params': params,
                     'variant': repr(model), 'valid': valid,
                     'fit_sessions': len(splits.train_sessions),
                     'valid_cases': len(splits.valid), 'split_notes': splits.notes,
                     'fit_s': round(fit_s, 2), 'eval_s': round(eval_s, 2),
-                    'device': device_name(), 'command': command})
+                    'device': CPU, 'command': command})
                 print(f"  {NAMES[method]:7s} {_fmt(params):70s} HR@20 "
                       f"{valid['HR@20']:6.2f} MRR@20 {valid['MRR@20']:6.2f} "
                       f"({eval_s:.0f} s)", flush=True)
@@ -154,13 +165,9 @@ def test(args: argparse.Namespace, command: str) -> None:
                     params = chosen['params']
                 if data is None:
                     data = load_session_data(name, root=args.root)
-                t0 = time.perf_counter()
-                model = BASELINES[method](**params).fit(data.train_sessions,
-                                                        data.num_items)
-                fit_s = time.perf_counter() - t0
-                t0 = time.perf_counter()
-                metrics = evaluate(model, data.test, batch_size=args.batch_size, ks=KS)
-                eval_s = time.perf_counter() - t0
+                model, metrics, fit_s, eval_s = fit_evaluate(
+                    method, params, data.train_sessions, data.num_items, data.test,
+                    args.batch_size)
                 records.append({
                     'model': method, 'model_name': NAMES[method], 'dataset': name,
                     'protocol': protocol,
@@ -174,7 +181,7 @@ def test(args: argparse.Namespace, command: str) -> None:
                     'train_sessions': len(data.train_sessions),
                     'test_cases': len(data.test), 'num_items': data.num_items,
                     'fit_s': round(fit_s, 2), 'eval_s': round(eval_s, 2),
-                    'wall_s': round(fit_s + eval_s, 2), 'device': device_name(),
+                    'wall_s': round(fit_s + eval_s, 2), 'device': CPU,
                     'torch': torch.__version__, 'command': command})
                 print(f"  {name} {NAMES[method]:7s} {protocol:6s} HR@20 "
                       f"{metrics['HR@20']:6.2f} MRR@20 {metrics['MRR@20']:6.2f} "
@@ -205,8 +212,7 @@ def write_tuning_markdown(records: List[Dict[str, Any]], path: Path) -> None:
                              f"{mark} | {v['HR@20']:.2f} | {v['MRR@20']:.2f} | "
                              f"{v['NDCG@20']:.2f} | {r['valid_cases']:,} | "
                              f"{r['eval_s']:.0f} |")
-    cmds = sorted({r['command'] for r in records})
-    lines += ['', 'Commands:', ''] + [f'    {c}' for c in cmds]
+    lines += commands_footer(records)
     path.write_text('\n'.join(lines) + '\n')
 
 
@@ -229,8 +235,7 @@ def write_test_markdown(records: List[Dict[str, Any]], path: Path) -> None:
                                                   'MRR@10', 'MRR@20', 'NDCG@20'))
             + f" | {_fmt(r['params']) or 'defaults'} | {r['test_cases']:,} | "
             f"{r['fit_s']:.1f} | {r['eval_s']:.0f} | {r['device']} |")
-    cmds = sorted({r['command'] for r in records})
-    lines += ['', 'Commands:', ''] + [f'    {c}' for c in cmds]
+    lines += commands_footer(records)
     path.write_text('\n'.join(lines) + '\n')
 
 
