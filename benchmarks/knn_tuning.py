@@ -93,8 +93,18 @@ def _load(path: Path) -> List[Dict[str, Any]]:
     return json.loads(path.read_text()) if path.exists() else []
 
 
-def _save(records: List[Dict[str, Any]], path: Path) -> None:
-    path.write_text(json.dumps(records, indent=1) + '\n')
+def _key(record: Dict[str, Any]) -> str:
+    return json.dumps([record['dataset'], record['model'], record.get('protocol'),
+                       record['params']], sort_keys=True)
+
+
+def _save(records: List[Dict[str, Any]], path: Path) -> List[Dict[str, Any]]:
+    """Merge ``records`` into the file (another run may have written it since
+    this one read it; this run's records win) and return the merged list."""
+    mine = {_key(r) for r in records}
+    merged = [r for r in _load(path) if _key(r) not in mine] + list(records)
+    path.write_text(json.dumps(merged, indent=1) + '\n')
+    return merged
 
 
 def _fmt(params: Dict[str, Any]) -> str:
@@ -140,7 +150,7 @@ def tune(args: argparse.Namespace, command: str) -> None:
                       f"{valid['HR@20']:6.2f} MRR@20 {valid['MRR@20']:6.2f} "
                       f"({eval_s:.0f} s)", flush=True)
                 _save(records, path)
-    write_tuning_markdown(records, args.out / 'knn_tuning.md')
+    write_tuning_markdown(_save(records, path), args.out / 'knn_tuning.md')
 
 
 def test(args: argparse.Namespace, command: str) -> None:
@@ -189,8 +199,9 @@ def test(args: argparse.Namespace, command: str) -> None:
                 _save(records, path)
     order = {(d, m, p): i for i, (d, m, p) in enumerate(
         itertools.product(DATASET_NAMES, METHODS, ('paper', 'honest')))}
+    records = _save(records, path)
     records.sort(key=lambda r: order.get((r['dataset'], r['model'], r['protocol']), 99))
-    _save(records, path)
+    path.write_text(json.dumps(records, indent=1) + '\n')
     write_test_markdown(records, args.out / 'session_knn.md')
 
 
