@@ -845,7 +845,9 @@ class STAN(_SessionKNN):
        current session's own offset is a constant factor per session and
        does not change its ranking). :math:`\lambda_2` is a number of
        sessions (session-rec's default is 5 days; Diginetica's training data
-       hold about 1,300 sessions a day).
+       hold about 1,300 sessions a day). On both SR-GNN data sets the honest
+       validation split prefers no such decay (``lambda2=None``; see
+       ``docs/baselines.md``): session order is a weak proxy for time.
     3. **neighbour positions.** An item of a neighbour counts more the closer
        it is, in :math:`n`, to the anchor :math:`a(s, n)`:
 
