@@ -114,4 +114,4 @@ def test_candidates_and_errors():
         ItemKNN().fit(TRAIN, NUM_ITEMS)(batch_of([9]))
     with pytest.raises(ValueError, match='k must be'):
         ItemKNN(k=0)
-    assert set(BASELINES) == {'pop', 'spop', 'itemknn'}
+    assert set(BASELINES) == {'pop', 'spop', 'itemknn', 'sknn', 'vsknn', 'stan'}

@@ -1,4 +1,5 @@
-r"""``tagnn-pyg baseline``: POP, S-POP or Item-KNN under the protocol of ``train``."""
+r"""``tagnn-pyg baseline``: POP, S-POP, Item-KNN or a session k-NN (SKNN, V-SKNN,
+STAN) under the protocol of ``train``."""
 from __future__ import annotations
 
 import argparse
@@ -7,10 +8,10 @@ import time
 from pathlib import Path
 from typing import Any, Dict
 
-from .common import add_data, add_debug, load_data, write_json
+from .common import UserError, add_data, add_debug, load_data, model_arg, write_json
 from .config_options import add_config_arguments, config_overrides
 
-BASELINE_NAMES = ('pop', 'spop', 'itemknn')
+BASELINE_NAMES = ('pop', 'spop', 'itemknn', 'sknn', 'vsknn', 'stan')
 #: The TrainConfig fields that apply to a baseline (data splits and metrics).
 SPLIT_FIELDS = ('protocol', 'valid', 'valid_fraction', 'max_train', 'max_valid',
                 'max_test', 'ks', 'seed', 'progress')
@@ -19,20 +20,40 @@ SPLIT_FIELDS = ('protocol', 'valid', 'valid_fraction', 'max_train', 'max_valid',
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     from ..train.config import PROTOCOLS, TrainConfig, VALID_SPLITS
 
-    p = sub.add_parser('baseline', help='POP, S-POP or Item-KNN with the same protocol',
+    p = sub.add_parser('baseline', help='POP, S-POP, Item-KNN or session k-NN with the '
+                       'same protocol',
                        description='Fit a non-neural baseline and report the same '
                        'metrics under the same protocol as train.')
     add_data(p)
     p.add_argument('--method', required=True, choices=BASELINE_NAMES,
                    help='pop (global popularity), spop (session popularity), itemknn '
-                        '(cosine item-to-item)')
-    p.add_argument('--out', default=None, metavar='DIR', help='also write DIR/metrics.json (default: print only)')
+                        '(cosine item-to-item), sknn (session k-NN), vsknn (V-SKNN, '
+                        'position-weighted), stan (sequence and time aware neighbourhood)')
+    p.add_argument('--param', type=model_arg, action='append', default=[],
+                   metavar='KEY=VALUE',
+                   help='a hyper-parameter of the method (repeatable; VALUE read as '
+                        'JSON, else text), e.g. --param k=200 --param lambda2=null')
+    p.add_argument('--out', default=None, metavar='DIR',
+                   help='also write DIR/metrics.json (default: print only)')
     names = add_config_arguments(p, TrainConfig, include=SPLIT_FIELDS,
                                  choices={'protocol': PROTOCOLS, 'valid': VALID_SPLITS},
                                  title='protocol and metrics')
     add_debug(p)
     p.set_defaults(run=run, _config_fields=names)
     return p
+
+
+def make_baseline(cls: Any, params: Dict[str, Any]) -> Any:
+    r"""``cls(**params)``, an unknown name being a one-line error that lists the
+    method's hyper-parameters."""
+    import inspect
+
+    known = [n for n in inspect.signature(cls.__init__).parameters if n != 'self']
+    for key in params:
+        if key not in known:
+            raise UserError(f"--param {key}: {cls.__name__} has no hyper-parameter "
+                            f"{key!r}; it has: {', '.join(known) or 'none'}")
+    return cls(**params)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -46,10 +67,12 @@ def run(args: argparse.Namespace) -> int:
                          train_sessions=data.train_sessions)
     fit_on = splits.train_sessions if splits.train_sessions is not None else splits.train
     t0 = time.perf_counter()
-    method = BASELINES[args.method]().fit(fit_on, data.num_items)
+    method = make_baseline(BASELINES[args.method], dict(args.param)).fit(
+        fit_on, data.num_items)
     fit_time = time.perf_counter() - t0
     result: Dict[str, Any] = {
-        'method': args.method, 'data': data.name, 'protocol': cfg.protocol,
+        'method': args.method, 'params': dict(args.param), 'variant': repr(method),
+        'data': data.name, 'protocol': cfg.protocol,
         'protocol_description': (describe_protocol(cfg) if cfg.protocol == 'honest' else
                                  "papers' protocol: fitted on all training sessions, "
                                  "evaluated on the test set (no epochs to select)"),
