@@ -56,7 +56,8 @@ def _code_lines(page: str) -> List[str]:
             if line.startswith('$ '):
                 line = line[2:]
             line = ' '.join(re.split(r'\s+#\s', line)[0].split())
-            if re.match(r'(tagnn-pyg |python |make |pip install )', line):
+            line = re.sub(r'^nice -n \d+ ', '', line)
+            if re.match(r'(tagnn-pyg |python |make |pip install |benchmarks/\S+\.sh )', line):
                 out.append(line)
     return out
 
@@ -125,11 +126,15 @@ def test_script_flags_exist(page, line):
             f"{page}: {script} has no option {flag}"
 
 
-def test_make_targets_and_extras_exist():
+def test_make_targets_extras_and_scripts_exist():
     makefile = (REPO / 'Makefile').read_text()
     setup = (REPO / 'setup.py').read_text()
     for page, line in _all_lines():
         argv = shlex.split(line)
+        if argv[0].endswith('.sh'):
+            script = REPO / argv[0]
+            assert script.exists() and os.access(script, os.X_OK), \
+                f"{page}: {argv[0]} is missing or not executable"
         if argv[0] == 'make':
             for target in argv[1:]:
                 assert re.search(rf'^{re.escape(target)}:', makefile, re.M), \
