@@ -168,3 +168,23 @@ def test_every_option_says_what_it_does_and_its_default(command):
             text = action.help.lower()
             assert 'default' in text or 'none' in text, \
                 f"{command} {action.option_strings}: help names no default: {action.help!r}"
+
+
+def test_config_json_of_a_builtin_name_reruns_from_elsewhere(tmp_path, monkeypatch):
+    """A built-in name is saved with the absolute root it was found under."""
+    monkeypatch.chdir(tmp_path)
+    assert main(['train', '--data', 'synthetic', '--model', 'srgnn', '--out', 'a',
+                 '--epochs', '1', '--hidden', '8', '--max-train', '300', '--max-test',
+                 '100', '--threads', '1', '--no-progress', '--device', 'cpu']) == 0
+    saved = json.loads((tmp_path / 'a' / 'config.json').read_text())
+    assert saved['data'] == {'data': 'synthetic', 'root': str(tmp_path / 'data'),
+                             'num_items': saved['data']['num_items']}
+    elsewhere = tmp_path / 'elsewhere'
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert main(['train', '--config', str(tmp_path / 'a' / 'config.json'), '--out',
+                 'b']) == 0
+    a = json.loads((tmp_path / 'a' / 'metrics.json').read_text())
+    b = json.loads((elsewhere / 'b' / 'metrics.json').read_text())
+    assert a['test'] == b['test']
+    assert not (elsewhere / 'data').exists()  # the saved root was used

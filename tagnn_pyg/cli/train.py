@@ -15,8 +15,8 @@ import logging
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from .common import (MODEL_NAMES, UserError, add_data, add_debug, load_data, model_arg,
-                     positive_int, write_json)
+from .common import (DEFAULT_ROOT, MODEL_NAMES, UserError, add_data, add_debug, load_data,
+                     model_arg, positive_int, write_json)
 from .config_options import add_config_arguments, config_overrides
 
 #: Version of the ``config.json`` layout.
@@ -120,7 +120,7 @@ def run_config(data: Any, root: Optional[str], model_name: str, preset: Optional
     return {
         'version': RUN_CONFIG_VERSION, 'tagnn_pyg': __version__,
         'data': {'data': data.name if builtin else str(Path(data.source).resolve()),
-                 'root': (str(Path(root).resolve()) if root else None) if builtin else None,
+                 'root': str(Path(root or DEFAULT_ROOT).resolve()) if builtin else None,
                  'num_items': data.num_items},
         'model': {'name': model_name, 'preset': preset, 'kwargs': model_kwargs},
         'train': train,
