@@ -262,6 +262,9 @@ def create_app(recommender: Recommender, max_batch: int = 256, max_wait_ms: floa
                 isinstance(first.get('input'), (bytes, str)):
             msg = ("the body must be a JSON object sent with Content-Type: "
                    "application/json")
+        elif first.get('type') == 'json_invalid':
+            msg = (f"malformed JSON at character {first.get('loc', ('', '?'))[-1]}: "
+                   f"{first.get('ctx', {}).get('error', 'decode error')}")
         return JSONResponse({'error': msg,
                              'detail': json.loads(json.dumps(errors, default=str))},
                             status_code=422)
