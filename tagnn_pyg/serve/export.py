@@ -6,17 +6,17 @@ r"""Exported models: the scoring of a checkpoint's model as an ONNX file
 :func:`~tagnn_pyg.data.batching.build_session_batch`, in this order;
 :data:`INPUTS`):
 
-================== ========= ================= =====================================
-name               dtype     shape             meaning
-================== ========= ================= =====================================
-``x``              int64     ``[nodes]``       item id of each graph node
-``edge_index``     int64     ``[2, edges]``    session-graph edges (node indices)
-``edge_weight_in`` float32   ``[edges]``       in-degree-normalised edge weights
-``edge_weight_out`` float32  ``[edges]``       out-degree-normalised edge weights
-``seq``            int64     ``[positions]``   node of each click, in click order
-``seq_batch``      int64     ``[positions]``   session of each click (sorted)
-``last``           int64     ``[sessions]``    node of each session's last click
-================== ========= ================= =====================================
+=================== ======= =============== ==================================
+name                dtype   shape           meaning
+=================== ======= =============== ==================================
+``x``               int64   ``[nodes]``     item id of each graph node
+``edge_index``      int64   ``[2, edges]``  session-graph edges (node indices)
+``edge_weight_in``  float32 ``[edges]``     in-degree-normalised edge weights
+``edge_weight_out`` float32 ``[edges]``     out-degree-normalised edge weights
+``seq``             int64   ``[positions]`` node of each click, in click order
+``seq_batch``       int64   ``[positions]`` session of each click (sorted)
+``last``            int64   ``[sessions]``  node of each session's last click
+=================== ======= =============== ==================================
 
 ``nodes``, ``edges``, ``positions`` and ``sessions`` are dynamic axes. The
 output ``scores`` is float32 ``[sessions, num_items]`` (column ``j`` = internal
