@@ -26,6 +26,8 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List
 
+from serve_report import write_report
+
 HERE = Path(__file__).resolve().parent
 
 
@@ -132,7 +134,6 @@ def main() -> None:
     if args.child:
         print(json.dumps(child(args)))
         return
-    os.makedirs(args.out, exist_ok=True)
     rows: List[Dict[str, Any]] = []
     catalogues = (['diginetica'] if args.checkpoint else []) + \
         (['synthetic'] if args.synthetic_items else [])
@@ -154,23 +155,17 @@ def main() -> None:
         args.sessions = sessions
     command = 'python benchmarks/mips.py ' + shlex.join(sys.argv[1:])
     result = {'command': command, 'device': 'cpu', 'threads': args.threads, 'rows': rows}
-    Path(args.out, 'mips_cpu.json').write_text(json.dumps(result, indent=1) + '\n')
-    lines = ['# MIPS retrieval + exact re-ranking against exact scoring (CPU)', '',
-             f'Command: `{command}`', '',
-             f'{args.threads} CPU threads; batches of {args.batch} sessions; recall@20 = '
-             'share of the exact top-20 found in the returned top-20; memory = growth '
-             'of the peak resident set over the loaded model.', '',
-             '| catalogue | items | retrieval | C | recall@20 | ms/batch (median) | '
-             'index build s | peak memory growth MiB |',
-             '|---|---:|---|---:|---:|---:|---:|---:|']
-    for r in rows:
-        lines.append(f"| {r['catalogue']} | {r['num_items']:,} | {r['retrieval']} | "
-                     f"{r['num_candidates'] or '-'} | {r['recall_at_20']:.3f} | "
-                     f"{r['ms_per_batch_median']} | {r['index_build_s']} | "
-                     f"{r['peak_mem_growth_mib']} |")
-    Path(args.out, 'mips_cpu.md').write_text('\n'.join(lines) + '\n')
-    print('\n'.join(lines))
-
+    print(write_report(
+        args.out, 'mips_cpu', result,
+        'MIPS retrieval + exact re-ranking against exact scoring (CPU)',
+        f'{args.threads} CPU threads; batches of {args.batch} sessions; recall@20 = share '
+        'of the exact top-20 found in the returned top-20; memory = growth of the peak '
+        'resident set over the loaded model.',
+        ['catalogue', 'items', 'retrieval', 'C', 'recall@20', 'ms/batch (median)',
+         'index build s', 'peak memory growth MiB'], '|---|---:|---|---:|---:|---:|---:|---:|',
+        lambda r: [r['catalogue'], f"{r['num_items']:,}", r['retrieval'],
+                   r['num_candidates'] or '-', f"{r['recall_at_20']:.3f}",
+                   r['ms_per_batch_median'], r['index_build_s'], r['peak_mem_growth_mib']]))
 
 if __name__ == '__main__':
     main()

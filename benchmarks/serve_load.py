@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import shlex
 import signal
 import socket
@@ -31,6 +30,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
+
+from serve_report import write_report
 
 HERE = Path(__file__).resolve().parent
 HOST = '127.0.0.1'          # the loopback address only: no other traffic
@@ -172,27 +173,22 @@ def main() -> None:
             except subprocess.TimeoutExpired:
                 proc.kill()
     command = 'python benchmarks/serve_load.py ' + shlex.join(sys.argv[1:])
-    os.makedirs(args.out, exist_ok=True)
-    Path(args.out, 'serve_load_cpu.json').write_text(json.dumps(
-        {'command': command, 'checkpoint': args.checkpoint, 'label': args.label,
-         'host': HOST, 'rows': rows}, indent=1) + '\n')
-    lines = ['# tagnn-pyg serve under load (CPU, loopback)', '', f'Command: `{command}`', '',
-             f'Model: {args.label or args.checkpoint}. One session per request, k = 20; '
-             f'{args.malformed:.0%} malformed requests; latency over the valid ones. '
-             f'batching: `--max-batch 256 --max-wait-ms 5`; no-batching: '
-             f'`--max-batch 1 --max-wait-ms 0`. Counters are cumulative per service.', '',
-             '| setting | concurrency | requests | throughput req/s | p50 ms | p95 ms | '
-             'p99 ms | malformed (4xx) | failures | batches / queries so far |',
-             '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|']
-    for r in rows:
-        b = r['batching_counters']
-        lines.append(f"| {r['setting']} | {r['concurrency']} | {r['requests']} | "
-                     f"{r['throughput_rps']} | {r['p50_ms']} | {r['p95_ms']} | "
-                     f"{r['p99_ms']} | {r['malformed']} ({r['malformed_4xx']}) | "
-                     f"{r['failures']} | {b['batches']} / {b['queries']} |")
-    Path(args.out, 'serve_load_cpu.md').write_text('\n'.join(lines) + '\n')
-    print('\n'.join(lines))
-
+    result = {'command': command, 'checkpoint': args.checkpoint, 'label': args.label,
+              'host': HOST, 'rows': rows}
+    print(write_report(
+        args.out, 'serve_load_cpu', result, 'tagnn-pyg serve under load (CPU, loopback)',
+        f'Model: {args.label or args.checkpoint}. One session per request, k = 20; '
+        f'{args.malformed:.0%} malformed requests; latency over the valid ones. '
+        f'batching: `--max-batch 256 --max-wait-ms 5`; no-batching: '
+        f'`--max-batch 1 --max-wait-ms 0`. Counters are cumulative per service.',
+        ['setting', 'concurrency', 'requests', 'throughput req/s', 'p50 ms', 'p95 ms',
+         'p99 ms', 'malformed (4xx)', 'failures', 'batches / queries so far'],
+        '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+        lambda r: [r['setting'], r['concurrency'], r['requests'], r['throughput_rps'],
+                   r['p50_ms'], r['p95_ms'], r['p99_ms'],
+                   f"{r['malformed']} ({r['malformed_4xx']})", r['failures'],
+                   f"{r['batching_counters']['batches']} / "
+                   f"{r['batching_counters']['queries']}"]))
 
 if __name__ == '__main__':
     main()

@@ -6,18 +6,17 @@ import argparse
 import json
 from typing import Any
 
-from .common import UserError, add_debug
+from .common import UserError, add_checkpoint_parser, add_debug
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
-    p = sub.add_parser('export', help='the model as ONNX or torch.export (.pt2)',
-                       description='Export the scoring of a checkpoint (the batch tensors of '
-                       'build_session_batch in, the [sessions, num_items] logits out) as an '
-                       'ONNX file (torch.onnx, dynamo exporter; needs the onnx extra) or a '
-                       'torch.export program (.pt2). The item-id mapping and the input '
-                       'contract go to FILE.json beside it; see docs/serving.md.')
-    p.add_argument('--checkpoint', required=True, metavar='CKPT',
-                   help='best.pt or last.pt of a run')
+    p = add_checkpoint_parser(
+        sub, 'export', help='the model as ONNX or torch.export (.pt2)',
+        description='Export the scoring of a checkpoint (the batch tensors of '
+        'build_session_batch in, the [sessions, num_items] logits out) as an ONNX file '
+        '(torch.onnx, dynamo exporter; needs the onnx extra) or a torch.export program '
+        '(.pt2). The item-id mapping and the input contract go to FILE.json beside it; '
+        'see docs/serving.md.')
     p.add_argument('--format', required=True, choices=('onnx', 'pt2'), dest='fmt',
                    help='onnx or pt2')
     p.add_argument('--out', required=True, metavar='FILE', help='the file to write')

@@ -7,7 +7,7 @@ import json
 import os
 from typing import Any, Dict
 
-from .common import UserError, add_debug, positive_int
+from .common import UserError, add_checkpoint_parser, add_debug, positive_int
 
 
 def _non_negative(text: str) -> float:
@@ -21,14 +21,12 @@ def _non_negative(text: str) -> float:
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
-    p = sub.add_parser('serve', help='HTTP service: POST /recommend, GET /health',
-                       description='Serve a checkpoint over HTTP (FastAPI + uvicorn, '
-                       "pip install 'tagnn-pyg[serve]'): POST /recommend with "
-                       '{"sessions": [[raw ids...], ...], "k": 20}, GET /health, OpenAPI '
-                       'schema at /openapi.json. Concurrent requests are merged into one '
-                       'model batch. SIGTERM finishes the requests in flight, then exits.')
-    p.add_argument('--checkpoint', required=True, metavar='CKPT',
-                   help='best.pt or last.pt of a run')
+    p = add_checkpoint_parser(
+        sub, 'serve', help='HTTP service: POST /recommend, GET /health',
+        description='Serve a checkpoint over HTTP (FastAPI + uvicorn, pip install '
+        '\'tagnn-pyg[serve]\'): POST /recommend with {"sessions": [[raw ids...], ...], '
+        '"k": 20}, GET /health, OpenAPI schema at /openapi.json. Concurrent requests are '
+        'merged into one model batch. SIGTERM finishes the requests in flight, then exits.')
     p.add_argument('--host', default='127.0.0.1', help='address to bind (default: 127.0.0.1)')
     p.add_argument('--port', type=int, default=8000, help='port (default: 8000)')
     p.add_argument('--workers', type=positive_int, default=1, metavar='N',
