@@ -1,5 +1,7 @@
-r"""``tagnn-pyg export``: a checkpoint's scoring as ONNX or a ``torch.export``
-program, with its item-id mapping in ``FILE.json``."""
+"""Export the scoring of a checkpoint (the batch tensors of build_session_batch in,
+the [sessions, num_items] logits out) as an ONNX file (torch.onnx, dynamo exporter;
+needs the onnx extra) or a torch.export program (.pt2). The item-id mapping and the
+input contract go to FILE.json beside it; see docs/serving.md."""
 from __future__ import annotations
 
 import argparse
@@ -10,13 +12,8 @@ from .common import UserError, add_checkpoint_parser, add_debug
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
-    p = add_checkpoint_parser(
-        sub, 'export', help='the model as ONNX or torch.export (.pt2)',
-        description='Export the scoring of a checkpoint (the batch tensors of '
-        'build_session_batch in, the [sessions, num_items] logits out) as an ONNX file '
-        '(torch.onnx, dynamo exporter; needs the onnx extra) or a torch.export program '
-        '(.pt2). The item-id mapping and the input contract go to FILE.json beside it; '
-        'see docs/serving.md.')
+    p = add_checkpoint_parser(sub, 'export', help='the model as ONNX or torch.export (.pt2)',
+                              description=__doc__)
     p.add_argument('--format', required=True, choices=('onnx', 'pt2'), dest='fmt',
                    help='onnx or pt2')
     p.add_argument('--out', required=True, metavar='FILE', help='the file to write')

@@ -1,5 +1,7 @@
-r"""``tagnn-pyg serve``: the HTTP service (``POST /recommend``, ``GET /health``)
-of a checkpoint, with dynamic batching; needs the ``serve`` extra."""
+"""Serve a checkpoint over HTTP (FastAPI + uvicorn: pip install 'tagnn-pyg[serve]'):
+POST /recommend with {"sessions": [[raw ids...], ...], "k": 20}, GET /health, the
+OpenAPI schema at /openapi.json. Concurrent requests are merged into one model
+batch. SIGTERM finishes the requests in flight, then exits. See docs/serving.md."""
 from __future__ import annotations
 
 import argparse
@@ -21,12 +23,8 @@ def _non_negative(text: str) -> float:
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
-    p = add_checkpoint_parser(
-        sub, 'serve', help='HTTP service: POST /recommend, GET /health',
-        description='Serve a checkpoint over HTTP (FastAPI + uvicorn, pip install '
-        '\'tagnn-pyg[serve]\'): POST /recommend with {"sessions": [[raw ids...], ...], '
-        '"k": 20}, GET /health, OpenAPI schema at /openapi.json. Concurrent requests are '
-        'merged into one model batch. SIGTERM finishes the requests in flight, then exits.')
+    p = add_checkpoint_parser(sub, 'serve', help='HTTP service: POST /recommend, GET /health',
+                              description=__doc__)
     p.add_argument('--host', default='127.0.0.1', help='address to bind (default: 127.0.0.1)')
     p.add_argument('--port', type=int, default=8000, help='port (default: 8000)')
     p.add_argument('--workers', type=positive_int, default=1, metavar='N',
