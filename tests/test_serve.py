@@ -174,9 +174,14 @@ def test_mips_reranks_exactly(tmp_path, model):
             assert x.items == y.items
 
 
-def test_mips_needs_torch_backend(tmp_path):
+def test_mips_checks(tmp_path):
+    path = tiny_checkpoint(tmp_path / 'c.pt')
     with pytest.raises(ValueError, match="retrieval must be one of"):
-        Recommender.from_checkpoint(tiny_checkpoint(tmp_path / 'c.pt'), retrieval='ann')
+        Recommender.from_checkpoint(path, retrieval='ann')
+    require_module('faiss')
+    rec = Recommender.from_checkpoint(path, retrieval='mips', num_candidates=5)
+    with pytest.raises(RecommendError, match="k = 6 is more than the num_candidates = 5"):
+        rec.recommend([['i3']], k=6)
 
 
 @pytest.mark.parametrize('model', ['srgnn', 'tagnn'])

@@ -357,6 +357,10 @@ class Recommender:
                                  f"{unknown!r}")
         if not _is_int(k) or not 1 <= k <= self.max_k:
             raise RecommendError(f"k must be an int in [1, {self.max_k}], got {k!r}")
+        if self.retrieval == 'mips' and candidates is None and k > self.num_candidates:
+            raise RecommendError(f"k = {k} is more than the num_candidates = "
+                                 f"{self.num_candidates} items that retrieval='mips' "
+                                 f"re-ranks per session")
         if not isinstance(exclude_seen, bool):
             raise RecommendError(f"exclude_seen must be a bool, got {exclude_seen!r}")
         if not isinstance(sessions, (list, tuple)):
