@@ -1,5 +1,6 @@
 # The two README commands: `make demo` (main job) and `make test` (test suite).
-# Both create the virtual environment on first use; dev/CI installs are pinned by constraints.txt.
+# Both create the virtual environment on first use; dev/CI installs are pinned by constraints.txt
+# and include the serving extras, so that their tests run (tests/test_serve*.py).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -11,7 +12,7 @@ DOCS_STAMP := $(VENV)/.installed-docs
 $(STAMP): setup.py pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[test,serve,onnx,mips]'
 	touch $(STAMP)
 
 $(DOCS_STAMP): $(STAMP)

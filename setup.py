@@ -28,6 +28,11 @@ EXTRAS = {
     'yaml': ['pyyaml>=5.4'],              # tagnn-pyg train --config RUN.yaml
     'test': ['pytest>=7', 'pyyaml>=5.4'],
     'docs': ['sphinx>=7', 'myst-parser>=2', 'furo>=2023.9', 'matplotlib>=3.6'],
+    # Serving (tagnn_pyg.serve, docs/serving.md): the HTTP service (httpx: its tests
+    # and benchmarks/serve_load.py), ONNX export + onnxruntime, MIPS retrieval (faiss).
+    'serve': ['fastapi>=0.110', 'uvicorn>=0.29', 'httpx>=0.27'],
+    'onnx': ['onnx>=1.16', 'onnxruntime>=1.18', 'onnxscript>=0.1'],
+    'mips': ['faiss-cpu>=1.8'],
 }
 EXTRAS['all'] = sorted({req for reqs in EXTRAS.values() for req in reqs})
 

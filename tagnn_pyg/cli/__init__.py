@@ -1,6 +1,6 @@
 r"""The ``tagnn-pyg`` command (also ``python -m tagnn_pyg``): ``train``,
-``evaluate``, ``recommend``, ``baseline``, ``prepare`` and ``demo``, one module
-each.
+``evaluate``, ``recommend``, ``serve``, ``export``, ``baseline``, ``prepare``
+and ``demo``, one module each.
 
 Every error a user can cause (missing file, bad id, wrong format, incompatible
 checkpoint, bad option) ends the command with exit status 1 (2 for a bad
@@ -18,13 +18,13 @@ import os
 import sys
 from typing import Any, Optional, Sequence
 
-from . import baseline, demo, evaluate, prepare, recommend, train
+from . import baseline, demo, evaluate, export, prepare, recommend, serve, train
 from .common import PROG, Parser, UserError
 
 __all__ = ['main', 'build_parser', 'UserError']
 
 #: The command modules, in ``--help`` order; each has ``add_parser`` and ``run``.
-COMMANDS = (train, evaluate, recommend, baseline, prepare, demo)
+COMMANDS = (train, evaluate, recommend, serve, export, baseline, prepare, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -97,6 +97,15 @@ def add_debug(p: argparse.ArgumentParser) -> None:
                    help='show tracebacks instead of one-line errors')
 
 
+def add_checkpoint_parser(sub: Any, name: str, help: str,
+                          description: str) -> argparse.ArgumentParser:
+    """A sub-command reading a checkpoint: its parser with ``--checkpoint CKPT``."""
+    p = sub.add_parser(name, help=help, description=description)
+    p.add_argument('--checkpoint', required=True, metavar='CKPT',
+                   help='best.pt or last.pt of a run')
+    return p
+
+
 def add_data(p: argparse.ArgumentParser, required: bool = True,
              default_text: str = 'none') -> None:
     p.add_argument('--data', required=required, metavar='DATA',

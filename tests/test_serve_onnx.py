@@ -1,0 +1,77 @@
+"""The ONNX backend equals the torch backend on 1,000 real Diginetica test
+sessions (a small TAGNN trained a few steps; needs the ``onnx`` extra, skipped
+without it and run in CI)."""
+import pytest
+import torch
+
+from conftest import require_shared
+from serve_utils import require_module, tiny_checkpoint
+from tagnn_pyg.checkpoint import save_checkpoint
+from tagnn_pyg.data.batching import build_session_batch
+from tagnn_pyg.models import TAGNN
+from tagnn_pyg.serve import Recommender
+from tagnn_pyg.serve.export import export_model
+
+require_module('onnxruntime')
+require_module('onnxscript')
+
+
+@pytest.fixture(scope='module')
+def diginetica():
+    from tagnn_pyg.data.loading import load_session_data
+    require_shared('diginetica')
+    from conftest import SHARED_DATASETS
+    return load_session_data('diginetica', root=SHARED_DATASETS)
+
+
+def _trained(data, steps=5):
+    torch.manual_seed(0)
+    model = TAGNN(data.num_items, 16)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for step in range(steps):
+        part = data.train[step * 100:(step + 1) * 100]
+        batch = build_session_batch(part.items, part.ptr, targets=part.targets)
+        loss = torch.nn.functional.cross_entropy(model(batch)[:, 1:], batch.y - 1)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval()
+
+
+def test_onnx_equals_torch_on_real_sessions(tmp_path, diginetica):
+    model = _trained(diginetica)
+    path = tmp_path / 'best.pt'
+    save_checkpoint(path, model=model, model_name='tagnn', num_items=diginetica.num_items,
+                    train_config={'weighting': 'binary'})
+    export_model(path, 'onnx', tmp_path / 'best.onnx')
+    torch_rec = Recommender.from_checkpoint(path)
+    onnx_rec = Recommender.from_checkpoint(path, backend='onnx')
+    sessions = diginetica.test[:1000].to_lists()
+    for start in range(0, len(sessions), 250):
+        batch = torch_rec._batch(sessions[start:start + 250])
+        with torch.no_grad():
+            ref = torch_rec.model(batch)
+        got = onnx_rec.scorer(batch)
+        assert got.shape == ref.shape
+        assert (got[:, 1:] - ref[:, 1:]).abs().max() <= 1e-4
+        assert torch.isinf(got[:, 0]).all()
+        assert torch.equal(got.topk(20).indices, ref.topk(20).indices)
+    # through the public API, raw ids in and out
+    a = torch_rec.recommend(sessions[:50], k=20)
+    b = onnx_rec.recommend(sessions[:50], k=20)
+    assert [r.items for r in a] == [r.items for r in b]
+
+
+def test_onnx_backend_checks(tmp_path):
+    path = tiny_checkpoint(tmp_path / 'c.pt')
+    with pytest.raises(FileNotFoundError, match='tagnn-pyg export --format onnx'):
+        Recommender.from_checkpoint(path, backend='onnx')
+    with pytest.raises(ValueError, match="backend must be one of"):
+        Recommender.from_checkpoint(path, backend='tensorrt')
+    other = tiny_checkpoint(tmp_path / 'other.pt', 'srgnn')
+    export_model(other, 'onnx', tmp_path / 'c.onnx')
+    rec = Recommender.from_checkpoint(other, backend='onnx', onnx_path=tmp_path / 'c.onnx')
+    assert rec.recommend([['i3', 'i4'], ['i5']], k=3)[1].items == \
+        Recommender.from_checkpoint(other).recommend([['i5']], k=3)[0].items
+    with pytest.raises(ValueError, match='retrieval=.mips. needs the torch model'):
+        Recommender(None, 60, scorer=rec.scorer, retrieval='mips')
