@@ -74,7 +74,10 @@ def _evaluate(args: argparse.Namespace, main: bool) -> int:
     setup_threads(args.threads)
     limits_from_args(args)  # bad limits fail before the checkpoint is read
     ckpt, model, dev = load_model(args.checkpoint, args.device)
-    data = load_data(args)
+    # rank 0 first: a data set made or cached on first use is written once
+    data = run_on_main(lambda: load_data(args), 'loading the data')
+    if data is None:
+        data = load_data(args)
     check_trained_on(data, ckpt, args.checkpoint, args.allow_other_data)
     saved = TrainConfig.from_dict(ckpt['train_config'])
     ks = tuple(args.ks) if args.ks else saved.ks

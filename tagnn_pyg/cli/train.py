@@ -222,7 +222,10 @@ def _train(args: argparse.Namespace, main: bool = True) -> int:
     from ..models import MODELS
     from ..train import Trainer, make_splits, seed_everything
 
-    data = load_data(args, data_arg, root)
+    # rank 0 first: a data set made or cached on first use is written once
+    data = run_on_main(lambda: load_data(args, data_arg, root), 'loading the data')
+    if data is None:
+        data = load_data(args, data_arg, root)
     splits = make_splits(cfg, train=data.train, test=data.test,
                          train_sessions=data.train_sessions)
     for note in splits.notes:
