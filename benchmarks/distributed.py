@@ -119,6 +119,7 @@ def markdown(records: List[Dict[str, Any]], command: str) -> str:
     lines = [f"# Distributed training throughput ({records[0]['device']})", '',
              f"Command: `{command}`  ",
              f"torch {torch.__version__}, {platform.machine()}, {os.cpu_count()} cores, "
+             f"nice {os.nice(0)}, "
              f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}. Real Diginetica "
              f"training batches (global batch {records[0]['batch_size']}, "
              f"{records[0]['timed_batches']} timed after a warm-up), OMP_WAIT_POLICY="
