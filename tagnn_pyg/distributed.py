@@ -50,7 +50,7 @@ import torch
 from torch import Tensor
 
 __all__ = ['DistContext', 'DistributedError', 'env_context', 'current', 'init_from_env',
-           'destroy', 'session', 'resolve_device', 'shard_bounds', 'all_reduce',
+           'destroy', 'session', 'resolve_device', 'shard_bounds', 'all_reduce', 'broadcast_',
            'all_gather_object', 'broadcast_object', 'run_on_main',
            'broadcast_parameters', 'all_reduce_gradients', 'all_reduce_metrics',
            'max_rss_mib', 'timeout_s']
@@ -312,16 +312,22 @@ def _failed(what: str, err: BaseException) -> DistributedError:
         f"'tagnn-pyg train ... --resume'")
 
 
+def _collective(what: str, fn: Callable[[], Any]) -> None:
+    """Run a ``torch.distributed`` call; its failure becomes a
+    :class:`DistributedError` naming ``what``."""
+    try:
+        fn()
+    except RuntimeError as err:  # DistBackendError included
+        raise _failed(what, err) from err
+
+
 def all_reduce(tensor: Tensor, what: str = 'all-reduce') -> Tensor:
     r"""Sum ``tensor`` over all processes, in place (nothing to do in one
     process); a failure becomes a :class:`DistributedError` naming ``what``."""
     import torch.distributed as dist
     if not current().active:
         return tensor
-    try:
-        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
-    except RuntimeError as err:
-        raise _failed(what, err) from err
+    _collective(what, lambda: dist.all_reduce(tensor, op=dist.ReduceOp.SUM))
     return tensor
 
 
@@ -330,10 +336,7 @@ def broadcast_(tensor: Tensor, src: int = 0, what: str = 'broadcast') -> Tensor:
     import torch.distributed as dist
     if not current().active:
         return tensor
-    try:
-        dist.broadcast(tensor, src=src)
-    except RuntimeError as err:
-        raise _failed(what, err) from err
+    _collective(what, lambda: dist.broadcast(tensor, src=src))
     return tensor
 
 
@@ -344,10 +347,7 @@ def all_gather_object(obj: T, what: str = 'gathering') -> List[T]:
     if not ctx.active:
         return [obj]
     out: List[Any] = [None] * ctx.world_size
-    try:
-        dist.all_gather_object(out, obj)
-    except RuntimeError as err:
-        raise _failed(what, err) from err
+    _collective(what, lambda: dist.all_gather_object(out, obj))
     return out
 
 
@@ -357,10 +357,7 @@ def broadcast_object(obj: T, src: int = 0, what: str = 'broadcast') -> T:
     if not current().active:
         return obj
     box = [obj]
-    try:
-        dist.broadcast_object_list(box, src=src)
-    except RuntimeError as err:
-        raise _failed(what, err) from err
+    _collective(what, lambda: dist.broadcast_object_list(box, src=src))
     return box[0]
 
 

@@ -23,7 +23,7 @@ from tagnn_pyg.data.batching import SessionLoader
 from tagnn_pyg.data.sequences import expand_prefixes
 from tagnn_pyg.data.synthetic import make_synthetic_sessions
 from tagnn_pyg.models import MODELS
-from tagnn_pyg.train import TrainConfig, Trainer, evaluate
+from tagnn_pyg.train import NonFiniteLossError, TrainConfig, Trainer, evaluate
 
 from conftest import REPO
 
@@ -80,9 +80,31 @@ def _run(out: Path, rank: int):
     trainer = Trainer(_model(num_items), _cfg(), on_batch_end=capture)
     result = trainer.fit(train, test=test)
     return {'evals': evals, 'grads': grads, 'steps': trainer.step,
+            'non_finite': _non_finite_on_one_rank(train, test, num_items, rank),
             'state': {k: v.clone() for k, v in trainer.model.state_dict().items()},
             'history': [h['train_loss'] for h in result['history']],
             'test': result['test'], 'distributed': result.get('distributed')}
+
+
+def _non_finite_on_one_rank(train, test, num_items, rank):
+    """Under 2 processes: NaN scores on rank 1 only, in its 4th batch; what
+    each rank raised."""
+    if not distributed.current().active:
+        return None
+    model = _model(num_items)
+    real, calls = model.forward, []
+
+    def forward(batch):
+        calls.append(1)
+        scores = real(batch)
+        return scores * float('nan') if rank == 1 and len(calls) == 4 else scores
+
+    model.forward = forward
+    try:
+        Trainer(model, _cfg()).fit(train, test=test)
+    except NonFiniteLossError as err:
+        return str(err)
+    return 'no error'
 
 
 def _worker(rank: int, world: int, port: int, out: str) -> None:
@@ -136,6 +158,12 @@ def test_two_processes_reach_the_weights_of_one(two_and_one):
     assert r0['test'] == r1['test']  # every rank decided on the same numbers
     assert r0['distributed']['world_size'] == 2
     assert len(r0['distributed']['max_rss_mib']) == 2
+
+
+def test_a_non_finite_loss_on_one_rank_stops_all_at_the_same_batch(two_and_one):
+    (r0, r1), _ = two_and_one
+    assert 'epoch 1, batch 4 of' in r0['non_finite']
+    assert r0['non_finite'] == r1['non_finite']
 
 
 def test_sharded_evaluation_equals_one_process(two_and_one):
