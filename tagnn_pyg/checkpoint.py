@@ -15,6 +15,10 @@ executed on load). Its keys:
                              id ``i`` (``item_ids[0]`` is ``None``, the padding id)
 ``optimizer``, ``scheduler`` their ``state_dict()`` (or ``None``)
 ``rng``                      Python, NumPy, torch CPU/CUDA and loader RNG states
+``rng_per_rank``             written by a distributed run only: the ``rng`` of
+                             every process, in rank order (``rng`` is rank 0's),
+                             so that a resumption by as many processes restores
+                             each one's generators
 ``epoch``                    number of completed epochs
 ``step``                     number of completed optimisation steps
 ``history``                  list of per-epoch records (dicts of numbers/strings)
@@ -183,8 +187,12 @@ def make_checkpoint(
     extra: Optional[Dict[str, Any]] = None,
     best_state_dict: Optional[Mapping[str, torch.Tensor]] = None,
     data: Optional[Mapping[str, Any]] = None,
+    rng_per_rank: Optional[Sequence[Mapping[str, Any]]] = None,
 ) -> Dict[str, Any]:
     """Assemble a checkpoint dictionary (see the module docstring).
+
+    ``rng_per_rank`` (a distributed run's :func:`get_rng_state` of every
+    process, in rank order) is stored only when given.
 
     The model must have a ``config()`` method returning its constructor keyword
     arguments (every model in :mod:`tagnn_pyg.models` has one).
@@ -192,7 +200,7 @@ def make_checkpoint(
     from . import __version__
 
     config = model.config() if hasattr(model, 'config') else {}
-    return {
+    ckpt = {
         'format': FORMAT_NAME,
         'format_version': FORMAT_VERSION,
         'tagnn_pyg_version': __version__,
@@ -215,6 +223,9 @@ def make_checkpoint(
                             if best_state_dict is not None else None),
         'data': dict(data) if data is not None else None,
     }
+    if rng_per_rank is not None:
+        ckpt['rng_per_rank'] = [dict(state) for state in rng_per_rank]
+    return ckpt
 
 
 def save_checkpoint(path: PathLike, **kwargs: Any) -> Path:

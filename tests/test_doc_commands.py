@@ -9,6 +9,10 @@ example fails CI.
   training are listed in ``PARSE_ONLY`` with the reason and are only parsed.
 * Usage synopses (``DATA``, ``[options]``, ``{a,b}``) must name only options the
   command has.
+* ``torchrun [torchrun options] -m tagnn_pyg ARGS``: the torchrun options must parse
+  with torchrun's own parser and ``ARGS`` as a ``tagnn-pyg`` command; those that are
+  not parse-only are run in page order like the others, as ``python -m
+  torch.distributed.run ...`` in a subprocess.
 * ``python benchmarks/X.py ...`` / ``python examples/X.py ...``: each flag must be
   in the script's ``--help``; ``make X``: the target must exist; ``pip install
   'tagnn-pyg[extra]'``: the extra must exist.
@@ -40,6 +44,10 @@ PARSE_ONLY: Dict[str, str] = {
         'one epoch on the full data takes 45 minutes on two cores',
     'tagnn-pyg baseline --data diginetica --root ../shared/datasets':
         'the full-data baseline is benchmarks/baselines.py; run here it takes minutes',
+    'torchrun --nnodes 2': 'needs two machines',
+    'torchrun --standalone --nproc_per_node 2 -m tagnn_pyg train --data synthetic '
+    '--out runs/ddp --resume':
+        'resuming under torchrun is run (after a killed process) by test_distributed.py',
 }
 _PLACEHOLDER = re.compile(r'\[|\{|\.\.\.|\b(DATA|CKPT|RUN_DIR|NAME|RAW_FILE|OUT_DIR|FILE|N)\b')
 
@@ -57,7 +65,8 @@ def _code_lines(page: str) -> List[str]:
                 line = line[2:]
             line = ' '.join(re.split(r'\s+#\s', line)[0].split())
             line = re.sub(r'^nice -n \d+ ', '', line)
-            if re.match(r'(tagnn-pyg |python |make |pip install |benchmarks/\S+\.sh )', line):
+            if re.match(r'(tagnn-pyg |torchrun |python |make |pip install |benchmarks/\S+\.sh )',
+                        line):
                 out.append(line)
     return out
 
@@ -74,9 +83,35 @@ def _parse_only(line: str) -> bool:
     return any(line.startswith(prefix) for prefix in PARSE_ONLY)
 
 
+def _torchrun(line: str):
+    """(torchrun's parsed options, the tagnn-pyg argv) of a ``torchrun ... -m
+    tagnn_pyg ARGS`` line."""
+    from torch.distributed.run import get_args_parser
+
+    argv = shlex.split(line)[1:]
+    try:
+        opts = get_args_parser().parse_args(argv)
+    except SystemExit as err:
+        pytest.fail(f"{line!r}: torchrun does not accept its options (exit {err.code})")
+    assert opts.module and opts.training_script == 'tagnn_pyg', \
+        f"{line!r}: torchrun must start the command as '-m tagnn_pyg ARGS'"
+    return opts, list(opts.training_script_args)
+
+
+def _command_argv(line: str) -> List[str]:
+    """The tagnn-pyg arguments of a ``tagnn-pyg ...`` or ``torchrun ... -m
+    tagnn_pyg ...`` line."""
+    return _torchrun(line)[1] if line.startswith('torchrun ') else shlex.split(line)[1:]
+
+
+def _is_command(line: str) -> bool:
+    return line.startswith(('tagnn-pyg ', 'torchrun '))
+
+
 def test_pages_have_commands():
     lines = _all_lines()
     assert sum(line.startswith('tagnn-pyg ') for _, line in lines) > 20
+    assert any(line.startswith('torchrun ') for _, line in lines)
     for prefix in PARSE_ONLY:
         assert any(line.startswith(prefix) for _, line in lines), \
             f"PARSE_ONLY entry {prefix!r} is no longer in the docs: remove it"
@@ -88,10 +123,9 @@ def _subparser(command: str):
     return sub.choices[command]
 
 
-@pytest.mark.parametrize('page, line', [pl for pl in _all_lines()
-                                        if pl[1].startswith('tagnn-pyg ')])
+@pytest.mark.parametrize('page, line', [pl for pl in _all_lines() if _is_command(pl[1])])
 def test_command_parses(page, line):
-    argv = shlex.split(line)[1:]
+    argv = _command_argv(line)
     if _is_synopsis(line):
         command = next((a for a in argv if re.fullmatch(r'[a-z]+', a)), None)
         flags = {a for a in re.findall(r'(?<![\w-])(--?[a-z][\w-]*)', line)}
@@ -155,9 +189,20 @@ def _scratch(tmp_path: Path) -> Path:
     return tmp_path
 
 
-RUNNABLE = [p for p in PAGES if any(line.startswith('tagnn-pyg ') and
+RUNNABLE = [p for p in PAGES if any(_is_command(line) and
                                     not _is_synopsis(line) and not _parse_only(line)
                                     for line in _code_lines(p))]
+
+
+def _run_torchrun(line: str, argv: List[str], cwd: Path) -> Tuple[int, str]:
+    """Run a torchrun line (its tagnn-pyg part replaced by ``argv``) in ``cwd``."""
+    words = shlex.split(line)[1:]
+    launcher = words[:len(words) - len(_torchrun(line)[1])]
+    env = {**os.environ, 'PYTHONPATH': str(REPO), 'TAGNN_PYG_DIST_TIMEOUT': '60'}
+    out = subprocess.run([sys.executable, '-m', 'torch.distributed.run', *launcher,
+                          *argv], capture_output=True, text=True, timeout=300, cwd=cwd,
+                         env=env)
+    return out.returncode, out.stderr
 
 
 @pytest.mark.parametrize('page', RUNNABLE)
@@ -171,14 +216,17 @@ def test_page_commands_run(page, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(work)
     text = (REPO / page).read_text(encoding='utf-8')
     for line in _code_lines(page):
-        if not line.startswith('tagnn-pyg ') or _is_synopsis(line) or _parse_only(line):
+        if not _is_command(line) or _is_synopsis(line) or _parse_only(line):
             continue
-        argv = shlex.split(line)[1:]
+        argv = _command_argv(line)
         if argv[0] in ('train', 'demo'):
             argv += ['--no-progress', '--threads', '1']
         capsys.readouterr()
-        code = main(argv)
-        err = capsys.readouterr().err
+        if line.startswith('torchrun '):
+            code, err = _run_torchrun(line, argv, work)
+        else:
+            code = main(argv)
+            err = capsys.readouterr().err
         shown = re.search(re.escape(line) + r'\n(tagnn-pyg: error: [^\n]*)', text)
         if shown:
             assert code == 1 and shown.group(1) in err, (page, line, err[-1000:])

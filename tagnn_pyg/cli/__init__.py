@@ -51,6 +51,7 @@ def _user_errors() -> tuple:
     for module, name in (('tagnn_pyg.checkpoint', 'CheckpointError'),
                          ('tagnn_pyg.train.trainer', 'NonFiniteLossError'),
                          ('tagnn_pyg.utils.lock', 'FolderLockedError'),
+                         ('tagnn_pyg.distributed', 'DistributedError'),
                          ('tagnn_pyg.utils.rundir', 'RunExistsError')):
         if module in sys.modules:
             errors += (getattr(sys.modules[module], name), )

@@ -43,7 +43,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 def load_model(path: str, device: str) -> Tuple[Any, Any, Any]:
     r"""(checkpoint dict, model in eval mode on ``device``, the device)."""
     from ..checkpoint import build_model, load_checkpoint
-    from ..train import resolve_device
+    from ..distributed import resolve_device
 
     ckpt = load_checkpoint(path)
     dev = resolve_device(device)
@@ -57,7 +57,16 @@ def _safe_name(name: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    r"""``tagnn-pyg evaluate``."""
+    r"""``tagnn-pyg evaluate``; under ``torchrun`` each process ranks a shard of the
+    cases and the metric sums are all-reduced (rank 0 writes and prints)."""
+    from ..distributed import session
+
+    with session() as ctx:
+        return _evaluate(args, ctx.is_main)
+
+
+def _evaluate(args: argparse.Namespace, main: bool) -> int:
+    from ..distributed import run_on_main
     from ..train import TrainConfig, evaluate, make_splits
 
     from ..data.limits import limits_from_args
@@ -65,7 +74,10 @@ def run(args: argparse.Namespace) -> int:
     setup_threads(args.threads)
     limits_from_args(args)  # bad limits fail before the checkpoint is read
     ckpt, model, dev = load_model(args.checkpoint, args.device)
-    data = load_data(args)
+    # rank 0 first: a data set made or cached on first use is written once
+    data = run_on_main(lambda: load_data(args), 'loading the data')
+    if data is None:
+        data = load_data(args)
     check_trained_on(data, ckpt, args.checkpoint, args.allow_other_data)
     saved = TrainConfig.from_dict(ckpt['train_config'])
     ks = tuple(args.ks) if args.ks else saved.ks
@@ -83,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     metrics = evaluate(model, seqs, batch_size=args.batch_size, ks=ks, device=dev,
                        weighting=saved.weighting, progress=not args.no_progress,
-                       desc=args.split)
+                       desc=args.split, distributed=True)
     result = {'checkpoint': str(args.checkpoint), 'model': ckpt['model']['name'],
               'data': data.name, 'split': args.split, 'epoch': ckpt['epoch'],
               'protocol': ckpt['protocol'], 'metrics': metrics,
@@ -91,7 +103,8 @@ def run(args: argparse.Namespace) -> int:
     ckpt_path = Path(args.checkpoint)
     out = Path(args.out) if args.out else ckpt_path.with_name(
         f'evaluate-{ckpt_path.stem}-{_safe_name(data.name)}-{args.split}.json')
-    write_json(out, result)
-    print(json.dumps(result, indent=2))
-    logger.info('metrics written to %s', out)
+    run_on_main(lambda: write_json(out, result), f'writing {out}')
+    if main:
+        print(json.dumps(result, indent=2))
+        logger.info('metrics written to %s', out)
     return 0

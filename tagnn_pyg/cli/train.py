@@ -188,14 +188,30 @@ def _settings(args: argparse.Namespace) -> Tuple[str, Optional[str], Dict[str, A
 
 
 def run(args: argparse.Namespace) -> int:
-    r"""``tagnn-pyg train``: owns RUN_DIR (a lock) before anything is written."""
+    r"""``tagnn-pyg train``: owns RUN_DIR (a lock) before anything is written.
+
+    Under ``torchrun`` (several processes, see :mod:`tagnn_pyg.distributed`)
+    every process loads the data and trains its part of each batch; rank 0 alone
+    takes the lock and writes RUN_DIR.
+    """
+    from ..distributed import run_on_main, session
     from ..utils.lock import FolderLock
 
-    with FolderLock(args.out, 'train'):
-        return _train(args)
+    with session() as ctx:
+        if not ctx.active:
+            with FolderLock(args.out, 'train'):
+                return _train(args)
+        lock = run_on_main(lambda: FolderLock(args.out, 'train').acquire(),
+                           f'taking the lock of {args.out}')
+        try:
+            return _train(args, ctx.is_main)
+        finally:
+            if lock is not None:
+                lock.release()
 
 
-def _train(args: argparse.Namespace) -> int:
+def _train(args: argparse.Namespace, main: bool = True) -> int:
+    from ..distributed import run_on_main
     from ..train.config import TrainConfig
     from ..utils.rundir import check_new_run
 
@@ -203,12 +219,15 @@ def _train(args: argparse.Namespace) -> int:
     cfg = TrainConfig.from_dict({**base, **config_overrides(args, args._config_fields)})
     out = Path(args.out)
     if not args.resume:
-        check_new_run(out, args.overwrite)
+        run_on_main(lambda: check_new_run(out, args.overwrite), f'checking {out}')
 
     from ..models import MODELS
     from ..train import Trainer, make_splits, seed_everything
 
-    data = load_data(args, data_arg, root)
+    # rank 0 first: a data set made or cached on first use is written once
+    data = run_on_main(lambda: load_data(args, data_arg, root), 'loading the data')
+    if data is None:
+        data = load_data(args, data_arg, root)
     splits = make_splits(cfg, train=data.train, test=data.test,
                          train_sessions=data.train_sessions)
     for note in splits.notes:
@@ -218,15 +237,17 @@ def _train(args: argparse.Namespace) -> int:
         model = MODELS[model_name](num_items=data.num_items, **model_kwargs)
     except TypeError as err:
         raise UserError(f"bad model argument for {model_name!r}: {err}") from err
-    write_json(out / RUN_CONFIG, run_config(data, root, model_name, preset_name,
-                                            model_kwargs, cfg.to_dict()))
+    settings = run_config(data, root, model_name, preset_name, model_kwargs,
+                          cfg.to_dict())
+    run_on_main(lambda: write_json(out / RUN_CONFIG, settings), f'writing {RUN_CONFIG}')
     extra = {'data': data.name, 'data_source': data.source, 'preset': preset_name,
              'split_notes': splits.notes}
     trainer = Trainer(model, cfg, out_dir=out, model_name=model_name,
                       item_ids=data.item_ids, extra=extra, data_identity=data.identity())
     result = trainer.fit(splits.train, splits.valid, splits.test, resume=args.resume,
                          overwrite=args.overwrite)
-    print(summary(result, out))
+    if main:
+        print(summary(result, out))
     return 0
 
 

@@ -314,6 +314,14 @@ class SessionLoader:
         prefetch (int, optional): build up to this many batches ahead in a
             background thread (``0``: build in the caller's thread).
         seed (int, optional): base seed of the per-epoch permutations.
+        shard (tuple, optional): ``(rank, world_size)``: yield only this
+            process's part of every batch, for distributed training.
+            ``batch_size`` then stays the *global* batch: the order and the
+            batches are those of one process, and each batch of ``B`` sessions
+            is cut into ``world_size`` contiguous parts whose sizes differ by at
+            most one (:func:`tagnn_pyg.distributed.shard_bounds`); rank ``r``
+            gets part ``r``, or ``None`` where its part is empty (a last batch
+            smaller than ``world_size``). :meth:`global_batch_size` gives ``B``.
     """
 
     def __init__(
@@ -328,7 +336,13 @@ class SessionLoader:
         pin_memory: bool = False,
         prefetch: int = 0,
         seed: Optional[int] = None,
+        shard: Optional[Tuple[int, int]] = None,
     ) -> None:
+        if shard is not None:
+            from ..distributed import shard_bounds
+            rank, world = shard
+            shard_bounds(0, rank, world)  # raises for a bad (rank, world_size)
+            shard = (int(rank), int(world))
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) \
                 or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
@@ -353,6 +367,7 @@ class SessionLoader:
         self.pin_memory = pin_memory
         self.prefetch = prefetch
         self.generator = generator
+        self.shard = shard
         self.device = torch.device(device) if device is not None else items.device
         if seed is None and generator is None:
             seed = int(torch.empty((), dtype=torch.int64).random_())
@@ -371,6 +386,10 @@ class SessionLoader:
     def __len__(self) -> int:
         n, b = self.num_sessions, self.batch_size
         return n // b if self.drop_last else (n + b - 1) // b
+
+    def global_batch_size(self, k: int) -> int:
+        """Number of sessions in batch ``k`` of an epoch, over all shards."""
+        return min((k + 1) * self.batch_size, self.num_sessions) - k * self.batch_size
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
         """Set the epoch whose permutation the next iteration uses, and skip its
@@ -403,14 +422,21 @@ class SessionLoader:
         store = store[self.permutation()]
         return store.items, store.ptr.cpu(), store.targets
 
-    def _batches(self) -> Iterator[Batch]:
+    def _batches(self) -> Iterator[Optional[Batch]]:
         items, ptr_cpu, targets = self._epoch_storage()
         ptr_list = ptr_cpu.tolist()
         on_device = items.device
         start, self._start = self._start, 0
+        from ..distributed import shard_bounds
         for k in range(start, len(self)):
             lo, hi = k * self.batch_size, min((k + 1) * self.batch_size,
                                               self.num_sessions)
+            if self.shard is not None:
+                part = shard_bounds(hi - lo, *self.shard)
+                lo, hi = lo + part[0], lo + part[1]
+                if lo == hi:
+                    yield None
+                    continue
             a, b = ptr_list[lo], ptr_list[hi]
             bptr = ptr_cpu[lo:hi + 1] - a
             batch = build_session_batch(
@@ -422,7 +448,7 @@ class SessionLoader:
                 batch = batch.pin_memory()
             yield batch
 
-    def __iter__(self) -> Iterator[Batch]:
+    def __iter__(self) -> Iterator[Optional[Batch]]:
         it = self._batches() if self.prefetch == 0 else _threaded(self._batches(),
                                                                  self.prefetch)
         for batch in it:

@@ -6,6 +6,7 @@ from typing import Any, Callable, Dict, Optional, Sequence, Union
 import torch
 from torch import Tensor
 
+from .. import distributed as _dist
 from .runtime import _progress, resolve_device
 
 
@@ -29,6 +30,7 @@ def evaluate(
     weighting: str = 'binary',
     progress: bool = False,
     desc: str = 'evaluate',
+    distributed: bool = False,
 ) -> Dict[str, float]:
     r"""Full-ranking HR@K, MRR@K and NDCG@K (percent) of ``model`` on ``sequences``.
 
@@ -48,6 +50,13 @@ def evaluate(
         weighting (str): session-graph edge weights.
         progress (bool): show a progress bar.
         desc (str): its label.
+        distributed (bool): under a process group of several processes (see
+            :mod:`tagnn_pyg.distributed`), rank a contiguous shard of
+            ``sequences`` here and sum the metric sums over all processes
+            before dividing: every process returns the metrics of the whole
+            set, exactly those of one process (integer hit counts; the other
+            sums up to float64 reassociation). Every process must call it with
+            the same ``sequences``. Without a process group it has no effect.
 
     Returns:
         dict: ``{'HR@5': ..., 'MRR@5': ..., 'NDCG@5': ..., ...}`` and ``'count'``
@@ -64,8 +73,14 @@ def evaluate(
         raise ValueError("evaluation needs at least one sequence, got none")
     dev = (resolve_device(device) if device is not None
            else (_model_device(model) or torch.device('cpu')))
-    loader = SessionLoader(sequences, batch_size, shuffle=False, weighting=weighting,
-                           device=dev)
+    ctx = _dist.current() if distributed else _dist.SINGLE
+    part = sequences
+    if ctx.active:
+        lo, hi = _dist.shard_bounds(len(sequences), ctx.rank, ctx.world_size)
+        part = sequences[lo:hi] if hi > lo else None
+        progress = progress and ctx.is_main
+    loader = (SessionLoader(part, batch_size, shuffle=False, weighting=weighting,
+                            device=dev) if part is not None else [])
     metrics = TopKMetrics(ks)
     was_training = isinstance(model, torch.nn.Module) and model.training
     if isinstance(model, torch.nn.Module):
@@ -80,6 +95,8 @@ def evaluate(
     finally:
         if was_training:
             model.train()
+    if ctx.active:
+        _dist.all_reduce_metrics(metrics, device=dev)
     out = metrics.compute()
     out['count'] = metrics.count
     return out

@@ -19,8 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..checkpoint import (CheckpointError, config_with_defaults, load_checkpoint,
-                          save_checkpoint, set_rng_state)
+from .. import distributed as _dist
+from ..checkpoint import (CheckpointError, config_with_defaults, get_rng_state,
+                          load_checkpoint, save_checkpoint, set_rng_state)
 from ..optim import AGC, make_adam
 from ..utils.io import atomic_write_text
 from .config import RESUMABLE_CHANGES, TrainConfig, describe_protocol, describe_schedule
@@ -130,7 +131,9 @@ class Trainer:
 
         self.config = config if config is not None else TrainConfig()
         cfg = self.config
-        self.device = resolve_device(cfg.device)
+        self.dist = _dist.current()
+        self.device = (_dist.resolve_device(cfg.device, self.dist) if self.dist.active
+                       else resolve_device(cfg.device))
         if cfg.num_threads is not None:
             torch.set_num_threads(cfg.num_threads)
         if cfg.deterministic:
@@ -224,13 +227,17 @@ class Trainer:
             raise ValueError("resume=True needs out_dir (where last.pt lives)")
         try:
             if self.out_dir is not None:
-                notes = self._own_run_dir(resume, overwrite)
-                self._open_logs()  # after a new run cleared the old train.log
-                for note in notes:
+                # rank 0 alone owns and writes the run directory
+                notes = _dist.run_on_main(lambda: self._own_run_dir(resume, overwrite),
+                                          'taking the run directory')
+                if self.dist.is_main:
+                    self._open_logs()  # after a new run cleared the old train.log
+                for note in notes or []:
                     logger.warning('%s', note)
             seed_everything(cfg.seed)
             if resume:
                 self._resume()
+            _dist.broadcast_parameters(self.model)  # every rank starts from rank 0's
             labels = cfg.describe()
             logger.info('%s', labels['protocol'])
             logger.info('schedule: %s', labels['schedule'])
@@ -239,9 +246,15 @@ class Trainer:
                         f'{sum(p.numel() for p in self.model.parameters()):,}',
                         self.device, len(train), len(valid) if valid is not None else '-',
                         len(test) if test is not None else '-')
+            if self.dist.active:
+                logger.info('distributed: %d processes (%s), global batch %d split '
+                            'over them', self.dist.world_size, self.dist.backend,
+                            cfg.batch_size)
             loader = SessionLoader(train, cfg.batch_size, shuffle=True,
                                    weighting=cfg.weighting, device=self.device,
-                                   seed=cfg.seed)
+                                   seed=cfg.seed,
+                                   shard=((self.dist.rank, self.dist.world_size)
+                                          if self.dist.active else None))
             t_start = time.perf_counter()
             with padded_like_released(self.model, train):
                 while self.stop_reason is None and self.epoch < cfg.epochs:
@@ -305,7 +318,8 @@ class Trainer:
                     warnings.filterwarnings('ignore',
                                             message='Detected call of `lr_scheduler')
                     self.scheduler.step()
-            torch.manual_seed(_epoch_seed(self.config.seed, e))
+            # rank r > 0 draws its own dropout masks; rank 0 those of one process
+            torch.manual_seed(_epoch_seed(self.config.seed, e) + self.dist.rank)
         return partial
 
     def _train_batches(self, loader: Any, e: int, partial: Optional[Dict[str, Any]]
@@ -320,10 +334,14 @@ class Trainer:
         state = _EpochState.start(self.device, partial, cfg.check_every)
         n_batches = len(loader)
         every = cfg.checkpoint_every
-        with _progress(n_batches, f'epoch {e + 1}/{cfg.epochs}', cfg.progress,
-                       initial=start) as bar:
+        with _progress(n_batches, f'epoch {e + 1}/{cfg.epochs}',
+                       cfg.progress and self.dist.is_main, initial=start) as bar:
             for k, batch in enumerate(loader, start=start):
-                self._train_step(batch, state, e, k, n_batches)
+                if self.dist.active:
+                    self._train_step_distributed(batch, loader.global_batch_size(k),
+                                                 state, e, k, n_batches)
+                else:
+                    self._train_step(batch, state, e, k, n_batches)
                 if (k + 1) % state.check == 0 or k + 1 == n_batches:
                     self._check_non_finite(state, e, n_batches)
                     self._report(bar, state, e, k, n_batches)
@@ -357,6 +375,51 @@ class Trainer:
         state.seen += b
         state.loss_sum += loss.detach().double() * b
 
+    def _train_step_distributed(self, batch: Any, global_size: int, state: '_EpochState',
+                                e: int, k: int, n_batches: int) -> None:
+        """:meth:`_train_step` for this process's part of global batch ``k``
+        (``None``: an empty part) under several processes.
+
+        The gradients are all-reduced explicitly (:func:`tagnn_pyg.distributed.
+        all_reduce_gradients`) rather than by wrapping the model in
+        ``DistributedDataParallel``: the model's forward is the same code and
+        object (``self.model(batch)``); a process with an empty part (last batch
+        smaller than the number of processes) skips the forward and still
+        takes part, which DDP cannot do; a parameter that receives no gradient
+        in a batch on any process keeps ``grad=None`` exactly as in one process
+        (Adam leaves it alone), with no ``find_unused_parameters`` graph
+        traversal; and the loss is normalised by the *global* batch size, not
+        averaged over processes. The price is no overlap of the all-reduce with
+        the backward pass (one flat all-reduce per step after it).
+        """
+        if batch is not None:
+            with _autocast(self.device, self.config.amp):
+                scores = self.model(batch)
+            # this part's share of the global mean: sum over its examples / B
+            loss = F.cross_entropy(scores[:, 1:].float(), batch.y - 1,
+                                   reduction='sum') / global_size
+            total = loss.detach().double().clone()
+        else:
+            loss = None
+            total = torch.zeros((), dtype=torch.float64, device=self.device)
+        _dist.all_reduce(total, what='the loss all-reduce')  # the global mean loss
+        if state.on_cpu:  # the same value on every rank: all stop together
+            if not math.isfinite(total.item()):
+                self._non_finite(e, k, n_batches, total.item())
+        else:
+            state.bad_at = torch.where((state.bad_at < 0) & ~torch.isfinite(total),
+                                       torch.full_like(state.bad_at, k), state.bad_at)
+        self.optimizer.zero_grad(set_to_none=True)
+        if loss is not None:
+            loss.backward()
+        _dist.all_reduce_gradients(self.model.parameters())
+        if self.agc is not None:
+            self.agc.clip_()  # on the summed gradients: the same on every rank
+        self.optimizer.step()
+        self.step += 1
+        state.seen += global_size
+        state.loss_sum += total * global_size
+
     def _check_non_finite(self, state: '_EpochState', e: int, n_batches: int) -> None:
         if not state.on_cpu:
             bad = int(state.bad_at)
@@ -366,6 +429,8 @@ class Trainer:
     def _report(self, bar: Any, state: '_EpochState', e: int, k: int,
                 n_batches: int) -> None:
         """Progress bar update, or a log line at most every ``log_interval_s``."""
+        if not self.dist.is_main:  # rank 0 alone reports progress
+            return
         now = time.perf_counter()
         rate = f'{state.seen / max(now - state.t0, 1e-9):,.0f}'
         if not bar.disable:
@@ -388,7 +453,8 @@ class Trainer:
         metrics = evaluate(self.model, eval_set,
                            batch_size=cfg.eval_batch_size or cfg.batch_size, ks=cfg.ks,
                            device=self.device, weighting=cfg.weighting,
-                           progress=cfg.progress, desc=f'{split} {e + 1}/{cfg.epochs}')
+                           progress=cfg.progress, desc=f'{split} {e + 1}/{cfg.epochs}',
+                           **self._eval_kwargs())
         eval_time = time.perf_counter() - t1
         self.epoch = e + 1
         improved = self._update_best(metrics)
@@ -412,6 +478,11 @@ class Trainer:
                         self.bad_epochs, cfg.effective_patience)
         self._save_epoch(improved)
         self._write_logs()
+
+    def _eval_kwargs(self) -> Dict[str, Any]:
+        """``distributed=True`` under several processes (the evaluation is
+        sharded and its sums all-reduced); nothing in one process."""
+        return {'distributed': True} if self.dist.active else {}
 
     def _check_loss_growth(self, train_loss: float) -> None:
         """Warn when the epoch's mean loss is far above where training starts
@@ -478,12 +549,22 @@ class Trainer:
                 'best_per_metric': self.best_per_metric, 'partial': self._partial}
 
     def _ckpt_kwargs(self) -> Dict[str, Any]:
-        return dict(model=self.model, model_name=self.model_name, num_items=self.num_items,
-                    item_ids=self.item_ids, optimizer=self.optimizer,
-                    scheduler=self.scheduler, epoch=self.epoch, step=self.step,
-                    history=self.history, best=self.best, protocol=self.config.protocol,
-                    train_config=self.config.to_dict(), state=self._state(),
-                    extra=self.extra, data=self.data_identity)
+        kwargs = dict(model=self.model, model_name=self.model_name,
+                      num_items=self.num_items, item_ids=self.item_ids,
+                      optimizer=self.optimizer, scheduler=self.scheduler,
+                      epoch=self.epoch, step=self.step, history=self.history,
+                      best=self.best, protocol=self.config.protocol,
+                      train_config=self.config.to_dict(), state=self._state(),
+                      extra=self.extra, data=self.data_identity)
+        if self.dist.active:  # collective: every rank calls _ckpt_kwargs
+            kwargs['rng_per_rank'] = _dist.all_gather_object(
+                get_rng_state(), what='gathering the RNG states for a checkpoint')
+        return kwargs
+
+    def _write(self, what: str, fn: Callable[[], Any]) -> None:
+        """Run a write on rank 0 only (every rank waits for it and stops if it
+        fails); in one process just run it."""
+        _dist.run_on_main(fn, f'writing {what}')
 
     def _save_epoch(self, improved: bool) -> None:
         """Snapshot the best weights on improvement; write ``best.pt`` (on
@@ -495,11 +576,15 @@ class Trainer:
                                 for k, v in self.model.state_dict().items()}
         if self.out_dir is None:
             return
-        if improved:
-            save_checkpoint(self.best_path, **self._ckpt_kwargs())
+        kwargs = self._ckpt_kwargs()
         current_is_best = self.best is not None and self.best['epoch'] == self.epoch
-        save_checkpoint(self.last_path, **self._ckpt_kwargs(),
-                        best_state_dict=None if current_is_best else self._best_state)
+
+        def write() -> None:
+            if improved:
+                save_checkpoint(self.best_path, **kwargs)
+            save_checkpoint(self.last_path, **kwargs,
+                            best_state_dict=None if current_is_best else self._best_state)
+        self._write('the checkpoints', write)
 
     def _save_partial(self, e: int, batches: int, loss_sum: float, seen: int,
                       train_s: float) -> None:
@@ -511,8 +596,9 @@ class Trainer:
         self._partial = {'epoch': e, 'batches': batches, 'loss_sum': loss_sum,
                          'seen': seen, 'train_s': train_s}
         try:
-            save_checkpoint(self.last_path, **self._ckpt_kwargs(),
-                            best_state_dict=self._best_state)
+            kwargs = self._ckpt_kwargs()
+            self._write(str(self.last_path), lambda: save_checkpoint(
+                self.last_path, **kwargs, best_state_dict=self._best_state))
         finally:
             self._partial = None
 
@@ -554,7 +640,7 @@ class Trainer:
             self.optimizer.load_state_dict(ckpt['optimizer'])
         if ckpt.get('scheduler') is not None:
             self.scheduler.load_state_dict(ckpt['scheduler'])
-        set_rng_state(ckpt['rng'])
+        self._restore_rng(ckpt)
         self.epoch = int(ckpt['epoch'])
         self.step = int(ckpt['step'])
         self.history = list(ckpt['history'])
@@ -577,6 +663,24 @@ class Trainer:
                  if self._partial is not None else f"after epoch {self.epoch}")
         logger.info('resumed from %s %s (step %d)%s', path, where, self.step,
                     f'; already stopped ({self.stop_reason})' if self.stop_reason else '')
+
+    def _restore_rng(self, ckpt: Mapping[str, Any]) -> None:
+        """Each rank restores its own RNG states when the checkpoint was written
+        by as many processes as now run (exact resumption); otherwise every rank
+        takes rank 0's (the data order and the weights are unaffected; dropout
+        draws of the rest of the epoch differ from an uninterrupted run)."""
+        per_rank = ckpt.get('rng_per_rank')
+        world = self.dist.world_size
+        if per_rank is not None and len(per_rank) == world:
+            set_rng_state(per_rank[self.dist.rank])
+            return
+        set_rng_state(ckpt['rng'])
+        written_by = len(per_rank) if per_rank is not None else 1
+        if written_by != world:
+            logger.warning('the checkpoint was written by %d process(es) and is resumed '
+                           'by %d: every rank takes the RNG states of rank 0 (same data '
+                           'order and weights; dropout draws differ from an '
+                           'uninterrupted run until the next epoch)', written_by, world)
 
     def _check_same_data(self, ckpt: Mapping[str, Any], path: Path) -> None:
         """Refuse to resume on other data (checkpoints that predate the data
@@ -623,7 +727,7 @@ class Trainer:
                 result['test'] = evaluate(
                     self.model, test, batch_size=cfg.eval_batch_size or cfg.batch_size,
                     ks=cfg.ks, device=self.device, weighting=cfg.weighting,
-                    progress=cfg.progress, desc='test')
+                    progress=cfg.progress, desc='test', **self._eval_kwargs())
                 result['test_time_s'] = round(time.perf_counter() - t0, 3)
                 logger.info('test (once, weights of epoch %d chosen on validation %s): %s',
                             self.best['epoch'], cfg.select_metric,
@@ -651,9 +755,17 @@ class Trainer:
         if self.extra:
             result['extra'] = {k: v for k, v in self.extra.items() if _jsonable(v)}
         result['history'] = self.history
+        if self.dist.active:
+            memory = _dist.all_gather_object(_dist.max_rss_mib(),
+                                             what='gathering the memory figures')
+            result['distributed'] = {**self.dist.describe(), 'max_rss_mib': memory}
+            logger.info('distributed: %d processes, peak memory per process (MiB): %s',
+                        self.dist.world_size, ', '.join(f'{m}' for m in memory))
         if self.out_dir is not None:
             result['checkpoints'] = {'best': str(self.best_path), 'last': str(self.last_path)}
-            atomic_write_text(self.out_dir / 'metrics.json', json.dumps(result, indent=2) + '\n')
+            out = self.out_dir / 'metrics.json'
+            self._write('metrics.json', lambda: atomic_write_text(
+                out, json.dumps(result, indent=2) + '\n'))
         return result
 
     # -- logs ----------------------------------------------------------------
@@ -685,7 +797,7 @@ class Trainer:
             self._tb = None
 
     def _write_logs(self) -> None:
-        if self.out_dir is None:
+        if self.out_dir is None or not self.dist.is_main:
             return
         rows = [_flatten(r) for r in self.history]
         atomic_write_text(self.out_dir / 'log.jsonl',
