@@ -457,26 +457,10 @@ def all_reduce_metrics(metrics: Any, device: Optional[torch.device] = None) -> N
     """
     if not current().active:
         return
-    for name in ('_sums', '_bad', '_count', 'ks'):  # TopKMetrics' running state
-        if not hasattr(metrics, name):
-            raise TypeError(f"all_reduce_metrics needs a TopKMetrics (running sums "
-                            f"_sums, _bad, _count), got {type(metrics).__name__} "
-                            f"without {name}")
-    k = len(metrics.ks)
-    sums = metrics._sums
-    dev = sums.device if sums is not None else (device or torch.device('cpu'))
-    dtype = sums.dtype if sums is not None else (
-        torch.float32 if dev.type == 'mps' else torch.float64)
-    packed = torch.zeros(3 * k + 3, dtype=dtype, device=dev)
-    if sums is not None:
-        packed[:3 * k] = sums.reshape(-1)
-        packed[3 * k:3 * k + 2] = metrics._bad.to(dtype)
-    packed[-1] = float(metrics._count)
+    packed = metrics.packed_sums(device)
     all_reduce(packed, what='the metric all-reduce')
     broadcast_(packed, what='broadcasting the metrics')
-    metrics._sums = packed[:3 * k].reshape(3, k).clone()
-    metrics._bad = packed[3 * k:3 * k + 2].round().long()
-    metrics._count = int(round(float(packed[-1])))
+    metrics.load_packed_sums(packed)
 
 
 def max_rss_mib() -> Optional[float]:

@@ -246,6 +246,39 @@ class TopKMetrics:
             self._bad += torch.stack([bad_target, nan_rows])
         self._count += scores.size(0)
 
+    def packed_sums(self, device: Optional[torch.device] = None) -> Tensor:
+        r"""The running state as one vector, so that processes can add theirs
+        (``torch.distributed.all_reduce``) and :meth:`load_packed_sums` the total:
+        ``[HR sums, MRR sums, NDCG sums]`` (:math:`|K|` each), then the counts of
+        bad-target and NaN rows, then the number of cases. Zeros before any
+        update (on ``device``, default CPU).
+
+        Shapes:
+            - **output:** :math:`(3|K| + 3)`, float64 (float32 on MPS)
+        """
+        k = len(self.ks)
+        dev = self._sums.device if self._sums is not None else (device or torch.device('cpu'))
+        dtype = self._sums.dtype if self._sums is not None else (
+            torch.float32 if dev.type == 'mps' else torch.float64)
+        packed = torch.zeros(3 * k + 3, dtype=dtype, device=dev)
+        if self._sums is not None:
+            assert self._bad is not None
+            packed[:3 * k] = self._sums.reshape(-1)
+            packed[3 * k:3 * k + 2] = self._bad.to(dtype)
+        packed[-1] = float(self._count)
+        return packed
+
+    def load_packed_sums(self, packed: Tensor) -> None:
+        r"""Replace the running state by ``packed`` (the layout of
+        :meth:`packed_sums`)."""
+        k = len(self.ks)
+        if packed.dim() != 1 or packed.numel() != 3 * k + 3:
+            raise ValueError(f"packed sums must be a vector of 3 * {k} + 3 = {3 * k + 3} "
+                             f"values for ks={self.ks}, got shape {tuple(packed.shape)}")
+        self._sums = packed[:3 * k].reshape(3, k).clone()
+        self._bad = packed[3 * k:3 * k + 2].round().long()
+        self._count = int(round(float(packed[-1])))
+
     def compute(self) -> Dict[str, float]:
         r"""The metrics in percent, keys ``'HR@K'``, ``'MRR@K'``, ``'NDCG@K'``
         for every :math:`K` (one device synchronisation).

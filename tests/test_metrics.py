@@ -141,3 +141,24 @@ def test_evaluator_ogb_interface():
     a = Evaluator('session', chunk_size=7).eval({'y_true': target, 'y_pred': scores})
     b = Evaluator('session').eval({'y_true': target, 'y_pred': scores})
     assert a == pytest.approx(b)
+
+
+def test_packed_sums_add_like_one_stream():
+    """Two halves' packed sums, added, give the metrics of the whole (the
+    distributed evaluation adds them with all_reduce)."""
+    torch.manual_seed(0)
+    scores, target = torch.randn(40, 30), torch.randint(1, 30, (40,))
+    whole, a, b = TopKMetrics((5, 20)), TopKMetrics((5, 20)), TopKMetrics((5, 20))
+    whole.update(scores, target)
+    a.update(scores[:25], target[:25])
+    b.update(scores[25:], target[25:])
+    total = TopKMetrics((5, 20))
+    total.load_packed_sums(a.packed_sums() + b.packed_sums())
+    assert total.count == 40
+    got, want = total.compute(), whole.compute()
+    assert got.keys() == want.keys()
+    for key in want:
+        assert abs(got[key] - want[key]) < 1e-9, key
+    assert TopKMetrics((5, 20)).packed_sums().tolist() == [0.0] * 9
+    with pytest.raises(ValueError, match='3 \\* 2 \\+ 3 = 9'):
+        total.load_packed_sums(torch.zeros(5))

@@ -16,8 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tagnn_pyg.checkpoint import (CheckpointError, atomic_torch_save, load_checkpoint,
-                                  save_checkpoint)
+from tagnn_pyg.checkpoint import CheckpointError, atomic_torch_save, load_checkpoint
 from tagnn_pyg.cli import main
 from tagnn_pyg.data.sequences import expand_prefixes
 from tagnn_pyg.data.srgnn_format import write_srgnn_folder
