@@ -36,7 +36,7 @@ x0.1 every 3 epochs, L2 1e-5, batch 100), ``tagnnpp-paper-diginetica``,
 of the released ``train.py``, with the layer over the clicks in click order) and
 ``tagnnpp-released-padded-diginetica``, ``tagnnpp-released-padded-yoochoose``
 (the same settings with the released computation emulated exactly:
-``released_padding=True``); the sequence baselines ``narm``.
+``released_padding=True``); the sequence baselines ``narm``, ``stamp``.
 
 Ablations (:data:`VARIANTS`) are overrides of a base preset of the same family;
 their full names are ``<variant>`` when the base preset is named after the
@@ -159,6 +159,11 @@ PRESETS: Dict[str, Preset] = {p.name: p for p in [
            'NARM (CIKM 2017), its experimental setup: 50-d item embeddings, 100 GRU '
            'units, dropout 0.25 (embeddings -> GRU) and 0.5 (GRU -> bilinear decoder), '
            'Adam 1e-3, batch 512; L2 0 and no learning-rate decay (our choice)'),
+    Preset('stamp', 'stamp',
+           dict(hidden_channels=100, attention=True, sigmoid=False),
+           _training(lr=1e-3, weight_decay=0.0, batch_size=512, lr_decay=1.0),
+           'STAMP (KDD 2018): 100-d item embeddings, batch 512, Adam; lr 1e-3, L2 0, '
+           'no decay, raw trilinear logits (our choices, as for NARM)'),
 ]}
 
 for _data in ('diginetica', 'yoochoose'):   # the released code exactly, same settings

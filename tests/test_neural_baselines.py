@@ -17,14 +17,19 @@ from tagnn_pyg.models import MODELS
 M = 30   # item ids 0..29 (0 = padding)
 SESSIONS = [[3, 7, 3, 12, 9], [5], [20, 20, 21], [1, 2, 3, 4, 5, 6, 2, 7], [10, 29, 10]]
 
+#: test id -> (model key, constructor arguments besides num_items)
 CONFIGS = {
-    'narm': dict(hidden_channels=8, embedding_channels=6),
+    'narm': ('narm', dict(hidden_channels=8, embedding_channels=6)),
+    'stamp': ('stamp', dict(hidden_channels=8)),
+    'stamp-sigmoid': ('stamp', dict(hidden_channels=8, sigmoid=True)),
+    'stmp': ('stamp', dict(hidden_channels=8, attention=False)),
 }
 
 
-def make(key, seed=0, **kw):
+def make(cid, seed=0, **kw):
+    key, base = CONFIGS[cid]
     torch.manual_seed(seed)
-    return MODELS[key](M, **{**CONFIGS[key], **kw})
+    return MODELS[key](M, **{**base, **kw})
 
 
 def batch_of(seqs):
@@ -70,7 +75,31 @@ def ref_narm(model, seq):
     return torch.stack([E[i] @ q for i in range(1, M)])
 
 
-REFS = {'narm': ref_narm}
+def ref_stamp(model, seq):
+    """STAMP eq.: m_s = mean x_i, m_t = x_t,
+    alpha_i = W0^T sigmoid(W1 x_i + W2 x_t + W3 m_s + b_a), m_a = sum_i alpha_i x_i,
+    h_s = tanh(W_s m_a + b_s), h_t = tanh(W_t m_t + b_t), z_i = <h_s, h_t, x_i>."""
+    E = model.embedding.weight
+    xs = [E[i] for i in seq]
+    m_s = sum(xs) / len(xs)
+    m_t = xs[-1]
+    if model.attention:
+        m_a = torch.zeros_like(m_t)
+        for x in xs:
+            a = model.lin_w0.weight[0] @ torch.sigmoid(
+                model.lin_w1.weight @ x + model.lin_w2.weight @ m_t
+                + model.lin_w3.weight @ m_s + model.b_a)
+            m_a = m_a + a * x
+    else:
+        m_a = m_s
+    h_s = torch.tanh(model.mlp_s.weight @ m_a + model.mlp_s.bias)
+    h_t = torch.tanh(model.mlp_t.weight @ m_t + model.mlp_t.bias)
+    z = torch.stack([sum(h_s[k] * h_t[k] * E[i][k] for k in range(E.size(1)))
+                     for i in range(1, M)])
+    return torch.sigmoid(z) if model.sigmoid else z
+
+
+REFS = {'narm': ref_narm, 'stamp': ref_stamp}
 KEYS = list(CONFIGS)
 
 
@@ -81,7 +110,7 @@ def test_matches_dense_reference(key):
     with torch.no_grad():
         scores = model(batch_of(SESSIONS))
         for b, seq in enumerate(SESSIONS):
-            torch.testing.assert_close(scores[b, 1:], REFS[key](model, seq),
+            torch.testing.assert_close(scores[b, 1:], REFS[CONFIGS[key][0]](model, seq),
                                        atol=1e-5, rtol=1e-5)
 
 
@@ -166,7 +195,7 @@ def data_dir(tmp_path_factory):
     return write_srgnn_folder(tmp_path_factory.mktemp('tiny') / 'data', train, test)
 
 
-@pytest.mark.parametrize('key', KEYS)
+@pytest.mark.parametrize('key', sorted({k for k, _ in CONFIGS.values()}))
 def test_cli_train_smoke(key, data_dir, tmp_path):
     out = tmp_path / key
     assert main(['train', '--data', str(data_dir), '--model', key, '--out', str(out),
@@ -177,6 +206,17 @@ def test_cli_train_smoke(key, data_dir, tmp_path):
     assert 0 <= metrics['test']['HR@20'] <= 100
     cfg = json.loads((out / 'config.json').read_text())
     assert cfg['model']['name'] == key
+
+
+def test_stamp_paper_settings():
+    from tagnn_pyg.presets import get_preset
+    p = get_preset('stamp')
+    assert p.model == 'stamp' and p.model_kwargs['hidden_channels'] == 100
+    assert (p.training['lr'], p.training['batch_size']) == (1e-3, 512)
+    stmp = make('stmp')
+    assert not hasattr(stmp, 'lin_w1')
+    assert sum(p.numel() for p in stmp.parameters()) < \
+        sum(p.numel() for p in make('stamp').parameters())
 
 
 def test_soft_attention_readout_without_bias():

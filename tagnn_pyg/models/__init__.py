@@ -11,6 +11,7 @@ from typing import Dict, Type
 from tagnn_pyg.models.scoring import SessionRecommender
 from tagnn_pyg.models.srgnn import SRGNN
 from tagnn_pyg.models.narm import NARM
+from tagnn_pyg.models.stamp import STAMP
 from tagnn_pyg.models.tagnn import TAGNN
 from tagnn_pyg.models.tagnn_plus_plus import TAGNNPlusPlus
 
@@ -19,6 +20,8 @@ MODELS: Dict[str, Type[SessionRecommender]] = {
     'tagnn': TAGNN,
     'tagnnpp': TAGNNPlusPlus,
     'narm': NARM,
+    'stamp': STAMP,
 }
 
-__all__ = ['SessionRecommender', 'SRGNN', 'TAGNN', 'TAGNNPlusPlus', 'NARM', 'MODELS']
+__all__ = ['SessionRecommender', 'SRGNN', 'TAGNN', 'TAGNNPlusPlus', 'NARM', 'STAMP',
+           'MODELS']
