@@ -23,6 +23,8 @@ CONFIGS = {
     'stamp': ('stamp', dict(hidden_channels=8)),
     'stamp-sigmoid': ('stamp', dict(hidden_channels=8, sigmoid=True)),
     'stmp': ('stamp', dict(hidden_channels=8, attention=False)),
+    'gru4rec': ('gru4rec', dict(hidden_channels=8, embedding_channels=5, dropout=0.5)),
+    'gru4rec-2layers': ('gru4rec', dict(hidden_channels=8, num_layers=2)),
 }
 
 
@@ -99,7 +101,23 @@ def ref_stamp(model, seq):
     return torch.sigmoid(z) if model.sigmoid else z
 
 
-REFS = {'narm': ref_narm, 'stamp': ref_stamp}
+def ref_gru4rec(model, seq):
+    """GRU4Rec: h_j = GRU(e_{x_j}, h_{j-1}) per layer (GRUCell loops over the
+    layer below's states), z_i = e_i^T W_o h_t."""
+    E = model.embedding.weight
+    inputs = E[torch.tensor(seq)]
+    for layer in range(model.num_layers):
+        gru = model.gru
+        cell = torch.nn.GRUCell(inputs.size(1), gru.hidden_size).double()
+        with torch.no_grad():
+            for name in ('weight_ih', 'weight_hh', 'bias_ih', 'bias_hh'):
+                getattr(cell, name).copy_(getattr(gru, f'{name}_l{layer}'))
+        inputs = torch.stack(gru_states(cell, inputs))
+    q = model.lin_out.weight @ inputs[-1]
+    return torch.stack([E[i] @ q for i in range(1, M)])
+
+
+REFS = {'narm': ref_narm, 'stamp': ref_stamp, 'gru4rec': ref_gru4rec}
 KEYS = list(CONFIGS)
 
 
@@ -217,6 +235,24 @@ def test_stamp_paper_settings():
     assert not hasattr(stmp, 'lin_w1')
     assert sum(p.numel() for p in stmp.parameters()) < \
         sum(p.numel() for p in make('stamp').parameters())
+
+
+def test_gru4rec_settings_and_errors():
+    from tagnn_pyg.presets import get_preset
+    p = get_preset('gru4rec')
+    assert p.model == 'gru4rec' and p.model_kwargs['hidden_channels'] == 100
+    assert (p.training['lr'], p.training['batch_size']) == (1e-3, 512)
+    model = MODELS['gru4rec'](M, hidden_channels=6)
+    assert model.embedding_channels == 6 and model.config()['embedding_channels'] == 6
+    with pytest.raises(ValueError, match='num_layers'):
+        MODELS['gru4rec'](M, num_layers=0)
+
+
+def test_empty_session_is_refused():
+    from tagnn_pyg.models.sequence import dense_clicks
+    x = torch.randn(3, 2)
+    with pytest.raises(ValueError, match='at least one click'):
+        dense_clicks(x, torch.tensor([0, 0, 2]), 3)
 
 
 def test_soft_attention_readout_without_bias():

@@ -10,6 +10,7 @@ from typing import Dict, Type
 
 from tagnn_pyg.models.scoring import SessionRecommender
 from tagnn_pyg.models.srgnn import SRGNN
+from tagnn_pyg.models.gru4rec import GRU4Rec
 from tagnn_pyg.models.narm import NARM
 from tagnn_pyg.models.stamp import STAMP
 from tagnn_pyg.models.tagnn import TAGNN
@@ -21,7 +22,8 @@ MODELS: Dict[str, Type[SessionRecommender]] = {
     'tagnnpp': TAGNNPlusPlus,
     'narm': NARM,
     'stamp': STAMP,
+    'gru4rec': GRU4Rec,
 }
 
 __all__ = ['SessionRecommender', 'SRGNN', 'TAGNN', 'TAGNNPlusPlus', 'NARM', 'STAMP',
-           'MODELS']
+           'GRU4Rec', 'MODELS']
