@@ -214,7 +214,7 @@ def data_dir(tmp_path_factory):
 
 
 @pytest.mark.parametrize('key', sorted({k for k, _ in CONFIGS.values()}))
-def test_cli_train_smoke(key, data_dir, tmp_path):
+def test_cli_train_smoke(key, data_dir, tmp_path, capsys):
     out = tmp_path / key
     assert main(['train', '--data', str(data_dir), '--model', key, '--out', str(out),
                  '--epochs', '1', '--hidden', '8', '--batch-size', '50',
@@ -224,6 +224,16 @@ def test_cli_train_smoke(key, data_dir, tmp_path):
     assert 0 <= metrics['test']['HR@20'] <= 100
     cfg = json.loads((out / 'config.json').read_text())
     assert cfg['model']['name'] == key
+    # the checkpoint rebuilds through MODELS and serves evaluate / recommend
+    assert main(['evaluate', '--checkpoint', str(out / 'best.pt'), '--data',
+                 str(data_dir), '--max-test', '60', '--out', str(tmp_path / 'ev'),
+                 '--no-progress']) == 0
+    capsys.readouterr()
+    assert main(['recommend', '--checkpoint', str(out / 'best.pt'), '--items',
+                 '3,17,42', '-k', '5']) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert len(res['recommendations']) == 5
+    assert all(1 <= r['item'] < 60 for r in res['recommendations'])
 
 
 def test_stamp_paper_settings():
