@@ -7,9 +7,8 @@ from typing import Any, Dict, Optional
 import torch
 from torch import Tensor
 
-from tagnn_pyg.models.narm import _check_rate
 from tagnn_pyg.models.scoring import SessionPositions, SessionRecommender, dot_scores
-from tagnn_pyg.models.sequence import click_items, gru_positions
+from tagnn_pyg.models.sequence import check_rate, click_items, gru_positions
 from tagnn_pyg.nn.readouts import LastItemReadout
 
 __all__ = ['GRU4Rec']
@@ -85,8 +84,8 @@ class GRU4Rec(SessionRecommender):
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         self.embedding_channels = embedding_channels
         self.num_layers = num_layers
-        self.dropout = _check_rate('dropout', dropout)
-        self.embedding_dropout = _check_rate('embedding_dropout', embedding_dropout)
+        self.dropout = check_rate('dropout', dropout)
+        self.embedding_dropout = check_rate('embedding_dropout', embedding_dropout)
         H, D = hidden_channels, embedding_channels
         self.embedding = torch.nn.Embedding(num_items, D)
         self.gru = torch.nn.GRU(D, H, num_layers=num_layers, batch_first=True)

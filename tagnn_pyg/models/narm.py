@@ -8,17 +8,10 @@ import torch
 from torch import Tensor
 
 from tagnn_pyg.models.scoring import SessionPositions, SessionRecommender, dot_scores
-from tagnn_pyg.models.sequence import click_items, gru_positions
+from tagnn_pyg.models.sequence import check_rate, click_items, gru_positions
 from tagnn_pyg.nn.readouts import LastItemReadout, SoftAttentionReadout
 
 __all__ = ['NARM']
-
-
-def _check_rate(name: str, p: float) -> float:
-    p = float(p)
-    if not 0.0 <= p < 1.0:
-        raise ValueError(f"{name} must lie in [0, 1), got {p!r}")
-    return p
 
 
 class NARM(SessionRecommender):
@@ -82,8 +75,8 @@ class NARM(SessionRecommender):
             raise ValueError(f"embedding_channels must be a positive int, got "
                              f"{embedding_channels!r}")
         self.embedding_channels = embedding_channels
-        self.embedding_dropout = _check_rate('embedding_dropout', embedding_dropout)
-        self.dropout = _check_rate('dropout', dropout)
+        self.embedding_dropout = check_rate('embedding_dropout', embedding_dropout)
+        self.dropout = check_rate('dropout', dropout)
         H, D = hidden_channels, embedding_channels
         self.embedding = torch.nn.Embedding(num_items, D)
         self.gru = torch.nn.GRU(D, H, batch_first=True)

@@ -18,7 +18,15 @@ from torch_geometric.utils import to_dense_batch
 
 from tagnn_pyg.models.scoring import check_session_batch
 
-__all__ = ['click_items', 'dense_clicks', 'gru_positions']
+__all__ = ['check_rate', 'click_items', 'dense_clicks', 'gru_positions']
+
+
+def check_rate(name: str, p: float) -> float:
+    r"""A dropout rate in :math:`[0, 1)`, as a float."""
+    p = float(p)
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"{name} must lie in [0, 1), got {p!r}")
+    return p
 
 
 def click_items(batch: Any) -> Tensor:
@@ -35,9 +43,7 @@ def dense_clicks(x: Tensor, index: Tensor, num_sessions: int) -> Tuple[Tensor, T
         ValueError: a session without clicks (a GRU has no state to give it).
     """
     dense, mask = to_dense_batch(x, index, batch_size=num_sessions)
-    if num_sessions > 0 and mask.size(1) > 0 and not bool(mask[:, 0].all()):
-        raise ValueError("every session needs at least one click")
-    if mask.size(1) == 0 and num_sessions > 0:
+    if num_sessions > 0 and (mask.size(1) == 0 or not bool(mask[:, 0].all())):
         raise ValueError("every session needs at least one click")
     return dense, mask
 
