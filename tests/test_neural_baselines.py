@@ -146,6 +146,18 @@ def test_batch_and_padding_independence(key):
 
 
 @pytest.mark.parametrize('key', KEYS)
+def test_no_graph_needed(key):
+    model = make(key).eval()
+    batch = batch_of(SESSIONS)
+    with torch.no_grad():
+        full = model(batch)
+        for name in ('edge_index', 'edge_weight_in', 'edge_weight_out'):
+            if name in batch:
+                del batch[name]
+        torch.testing.assert_close(model(batch), full)
+
+
+@pytest.mark.parametrize('key', KEYS)
 def test_padding_column_and_candidates(key):
     model = make(key).eval()
     batch = batch_of(SESSIONS)
