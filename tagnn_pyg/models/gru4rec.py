@@ -45,8 +45,7 @@ class GRU4Rec(SessionRecommender):
     ``embedding_channels``) is both input and output item vector (as in the
     other models, so scores are inner products with ``embedding``), and every
     prefix of a session is one training example with the cross-entropy over
-    all items, as the issue asks and as the re-implementations behind the
-    TAGNN / SR-GNN tables do. ``dropout`` acts on :math:`\mathbf{h}_t`
+    all items, like every other model here. ``dropout`` acts on :math:`\mathbf{h}_t`
     (the paper's hidden-layer dropout), ``embedding_dropout`` on the GRU's
     inputs.
 
