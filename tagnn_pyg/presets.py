@@ -36,7 +36,7 @@ x0.1 every 3 epochs, L2 1e-5, batch 100), ``tagnnpp-paper-diginetica``,
 of the released ``train.py``, with the layer over the clicks in click order) and
 ``tagnnpp-released-padded-diginetica``, ``tagnnpp-released-padded-yoochoose``
 (the same settings with the released computation emulated exactly:
-``released_padding=True``).
+``released_padding=True``); the sequence baselines ``narm``, ``stamp``, ``gru4rec``.
 
 Ablations (:data:`VARIANTS`) are overrides of a base preset of the same family;
 their full names are ``<variant>`` when the base preset is named after the
@@ -150,6 +150,27 @@ PRESETS: Dict[str, Preset] = {p.name: p for p in [
            _training(lr=1e-3, weight_decay=1e-5, batch_size=75, epochs=30, agc=True),
            'TAGNN++ released train.py (Yoochoose_arg): d 120, 2 heads, batch 75, '
            'Adam 1e-3, L2 1e-5, non-hybrid, released layer form; AGC on'),
+    # The sequence baselines of the TAGNN paper's Table 1, full cross-entropy over
+    # all items (tagnn_pyg.models.narm / stamp / gru4rec).
+    Preset('narm', 'narm',
+           dict(hidden_channels=100, embedding_channels=50, embedding_dropout=0.25,
+                dropout=0.5),
+           _training(lr=1e-3, weight_decay=0.0, batch_size=512, lr_decay=1.0),
+           'NARM (CIKM 2017), its experimental setup: 50-d item embeddings, 100 GRU '
+           'units, dropout 0.25 (embeddings -> GRU) and 0.5 (GRU -> bilinear decoder), '
+           'Adam 1e-3, batch 512; L2 0 and no learning-rate decay (our choice)'),
+    Preset('stamp', 'stamp',
+           dict(hidden_channels=100, attention=True, sigmoid=False),
+           _training(lr=1e-3, weight_decay=0.0, batch_size=512, lr_decay=1.0),
+           'STAMP (KDD 2018): 100-d item embeddings, batch 512, Adam; lr 1e-3, L2 0, '
+           'no decay, raw trilinear logits (our choices, as for NARM)'),
+    Preset('gru4rec', 'gru4rec',
+           dict(hidden_channels=100, embedding_channels=100, num_layers=1, dropout=0.0,
+                embedding_dropout=0.0),
+           _training(lr=1e-3, weight_decay=0.0, batch_size=512, lr_decay=1.0),
+           'GRU4Rec (ICLR 2016): one GRU layer of 100 units (the paper\'s); 100-d item '
+           'embeddings tied to the output, full cross-entropy, Adam 1e-3, batch 512, '
+           'no dropout, L2 0, no decay (our choices, as for NARM)'),
 ]}
 
 for _data in ('diginetica', 'yoochoose'):   # the released code exactly, same settings

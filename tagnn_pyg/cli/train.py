@@ -37,8 +37,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         'train', help='train a model; writes best.pt, last.pt, metrics.json, config.json',
-        description='Train SR-GNN, TAGNN or TAGNN++ and write RUN_DIR/best.pt, last.pt, '
-        'metrics.json, config.json, log.csv, log.jsonl, train.log.\n\n'
+        description='Train a model (SR-GNN, TAGNN, TAGNN++, NARM, ...) and write '
+        'RUN_DIR/best.pt, last.pt, metrics.json, config.json, log.csv, log.jsonl, train.log.\n\n'
         'Settings: TrainConfig defaults (shown below), replaced by --preset or --config '
         '(or by last.pt with --resume), replaced by the flags given.')
     add_data(p, required=False, default_text="the --config file's; required without it")
@@ -177,7 +177,7 @@ def _settings(args: argparse.Namespace) -> Tuple[str, Optional[str], Dict[str, A
         model_kwargs = dict(preset.model_kwargs)
         base = dict(preset.training)
     if model_name is None:
-        raise UserError("train needs --model (srgnn, tagnn, tagnnpp), --preset or --config")
+        raise UserError(f"train needs --model ({', '.join(MODEL_NAMES)}), --preset or --config")
     if data is None:
         raise UserError("train needs --data (a folder or a built-in name)")
     if args.hidden is not None:

@@ -99,7 +99,9 @@ class SessionPositions:
 
 
 class SessionRecommender(torch.nn.Module):
-    r"""Base class of :class:`SRGNN`, :class:`TAGNN` and :class:`TAGNNPlusPlus`.
+    r"""Base class of :class:`SRGNN`, :class:`TAGNN`, :class:`TAGNNPlusPlus`
+    and the sequence baselines :class:`NARM`, :class:`STAMP`, :class:`GRU4Rec`
+    (which override :meth:`positions` to read the clicks in order, no graph).
 
     Holds the item table ``embedding`` (``num_items`` rows including the padding
     id 0; its rows are both the input embeddings and the output item vectors)

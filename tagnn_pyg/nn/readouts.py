@@ -149,6 +149,11 @@ class SoftAttentionReadout(Aggregation):
         channels (int): Feature size :math:`d`.
         softmax (bool, optional): Normalise :math:`\alpha` over each session.
             (default: :obj:`False`, SR-GNN)
+        bias (bool, optional): Give :math:`\mathbf{W}_1`, :math:`\mathbf{W}_2`
+            their biases :math:`\mathbf{c}_1, \mathbf{c}_2` (``False``: NARM's
+            local encoder, :math:`\alpha_{j} = \mathbf{v}^{\top}
+            \sigma(\mathbf{A}_1 \mathbf{h}_t + \mathbf{A}_2 \mathbf{h}_j)`).
+            (default: :obj:`True`, as released)
 
     Shapes:
         - **input:** position features :math:`(N, d)`, ``index`` :math:`(N)`
@@ -158,14 +163,15 @@ class SoftAttentionReadout(Aggregation):
         - **output:** :math:`(B, d)`
     """
 
-    def __init__(self, channels: int, softmax: bool = False) -> None:
+    def __init__(self, channels: int, softmax: bool = False, bias: bool = True) -> None:
         super().__init__()
         if int(channels) != channels or channels < 1:
             raise ValueError(f"channels must be a positive integer, got {channels!r}")
         self.channels = int(channels)
         self.softmax = bool(softmax)
-        self.lin_last = Linear(channels, channels, bias=True)  # linear_one, W1
-        self.lin_pos = Linear(channels, channels, bias=True)   # linear_two, W2
+        self.bias = bool(bias)
+        self.lin_last = Linear(channels, channels, bias=self.bias)  # linear_one, W1
+        self.lin_pos = Linear(channels, channels, bias=self.bias)   # linear_two, W2
         self.lin_q = Linear(channels, 1, bias=False)           # linear_three, q
         self.reset_parameters()
 
@@ -227,5 +233,6 @@ class SoftAttentionReadout(Aggregation):
         return w / denom[index]
 
     def __repr__(self) -> str:
+        extra = '' if self.bias else ', bias=False'
         return (f'{self.__class__.__name__}({self.channels}, '
-                f'softmax={self.softmax})')
+                f'softmax={self.softmax}{extra})')

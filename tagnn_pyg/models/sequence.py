@@ -1,0 +1,67 @@
+r"""Clicks in order for the sequence models (NARM, STAMP, GRU4Rec): no graph.
+
+A batch of :class:`~tagnn_pyg.data.SessionData` already holds each session's
+clicks in order, ``batch.x[batch.seq]`` (item ids) with ``batch.seq_batch``
+(session of each click, sorted by PyG batching). The recurrent models pad them
+to ``[B, L_max]`` with :func:`torch_geometric.utils.to_dense_batch` and run the
+GRU on a :func:`~torch.nn.utils.rnn.pack_padded_sequence`, so a padded slot
+never enters a session's states, and scatter the states back to positions.
+"""
+from __future__ import annotations
+
+from typing import Any, Tuple
+
+import torch
+from torch import Tensor
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+from torch_geometric.utils import to_dense_batch
+
+from tagnn_pyg.models.scoring import check_session_batch
+
+__all__ = ['check_rate', 'click_items', 'dense_clicks', 'gru_positions']
+
+
+def check_rate(name: str, p: float) -> float:
+    r"""A dropout rate in :math:`[0, 1)`, as a float."""
+    p = float(p)
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"{name} must lie in [0, 1), got {p!r}")
+    return p
+
+
+def click_items(batch: Any) -> Tensor:
+    r"""``[L]`` the item id of every click, in click order (``x[seq]``)."""
+    check_session_batch(batch)
+    return batch.x[batch.seq]
+
+
+def dense_clicks(x: Tensor, index: Tensor, num_sessions: int) -> Tuple[Tensor, Tensor]:
+    r"""Position features ``[L, *]`` -> ``([B, L_max, *], mask [B, L_max])``,
+    session ``b``'s clicks left-aligned in row ``b`` (zeros after them).
+
+    Raises:
+        ValueError: a session without clicks (a GRU has no state to give it).
+    """
+    dense, mask = to_dense_batch(x, index, batch_size=num_sessions)
+    if num_sessions > 0 and (mask.size(1) == 0 or not bool(mask[:, 0].all())):
+        raise ValueError("every session needs at least one click")
+    return dense, mask
+
+
+def gru_positions(gru: torch.nn.GRU, x: Tensor, index: Tensor,
+                  num_sessions: int) -> Tensor:
+    r"""Run the batch-first ``gru`` over each session's clicks in order and
+    return its top-layer state at every click, ``[L, H]`` (same order as
+    ``x``). Sessions are packed (:func:`~torch.nn.utils.rnn.pack_padded_sequence`),
+    so neither padding nor the other sessions change a session's states.
+
+    Shapes:
+        - **input:** ``x`` :math:`(L, d_{in})`, ``index`` :math:`(L)` sorted
+        - **output:** :math:`(L, H)`
+    """
+    dense, mask = dense_clicks(x, index, num_sessions)
+    lengths = mask.sum(dim=1).cpu()
+    packed = pack_padded_sequence(dense, lengths, batch_first=True, enforce_sorted=False)
+    out, _ = gru(packed)
+    out, _ = pad_packed_sequence(out, batch_first=True, total_length=dense.size(1))
+    return out[mask]
