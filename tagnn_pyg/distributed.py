@@ -249,12 +249,20 @@ def session(quiet_others: bool = True) -> Iterator[DistContext]:
     if quiet_others and not ctx.is_main:
         log.setLevel(logging.WARNING)
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    ok = False
     try:
         yield ctx
+        ok = True
     finally:
         signal.signal(signal.SIGTERM, previous)
         log.setLevel(level)
         if started:
+            if ok:
+                # every rank done before any tears its Gloo connections down: a
+                # rank destroying the group while its peer still uses it made the
+                # peer abort at exit ("terminate called without an active
+                # exception", SIGABRT) after a successful run
+                dist.barrier()
             destroy()
 
 
