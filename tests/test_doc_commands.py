@@ -48,12 +48,6 @@ PARSE_ONLY: Dict[str, str] = {
     'torchrun --standalone --nproc_per_node 2 -m tagnn_pyg train --data synthetic '
     '--out runs/ddp --resume':
         'resuming under torchrun is run (after a killed process) by test_distributed.py',
-    'torchrun --standalone --nproc_per_node 2 -m tagnn_pyg train --data synthetic '
-    '--model srgnn':
-        'torchrun train runs in test_distributed.py (a rank aborted once here under '
-        'heavy load, not reproduced; see the issue 14 note)',
-    'torchrun --standalone --nproc_per_node 2 -m tagnn_pyg evaluate':
-        'needs the run above; sharded evaluation runs in test_distributed.py',
 }
 _PLACEHOLDER = re.compile(r'\[|\{|\.\.\.|\b(DATA|CKPT|RUN_DIR|NAME|RAW_FILE|OUT_DIR|FILE|N)\b')
 
