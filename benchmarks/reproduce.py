@@ -311,6 +311,7 @@ def run_neural(spec: RunSpec, args: argparse.Namespace) -> Dict[str, Any]:
     from tagnn_pyg.models import MODELS
     from tagnn_pyg.presets import get_preset
     from tagnn_pyg.train import Trainer, make_splits, resolve_device, seed_everything
+    from tagnn_pyg.data.sequences import item_counts
 
     assert spec.preset is not None
     preset = get_preset(spec.preset)
@@ -324,7 +325,9 @@ def run_neural(spec: RunSpec, args: argparse.Namespace) -> Dict[str, Any]:
     model = MODELS[preset.model](num_items=data.num_items, **preset.model_kwargs)
     extra = {'data': spec.dataset, 'preset': preset.name, 'row': spec.row,
              'split_notes': splits.notes}
-    trainer = Trainer(model, cfg, out_dir=run_dir, model_name=preset.model, extra=extra)
+    counts = item_counts(splits.train_sessions or splits.train, data.num_items)
+    trainer = Trainer(model, cfg, out_dir=run_dir, model_name=preset.model, extra=extra,
+                      item_counts=counts)
     t0 = time.perf_counter()
     try:
         result = trainer.fit(splits.train, splits.valid, splits.test, resume=resume)

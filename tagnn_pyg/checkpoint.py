@@ -36,6 +36,10 @@ executed on load). Its keys:
                              item count, SHA-256 of the id mapping, data
                              fingerprint); optional: checkpoints written before
                              it existed load, and :func:`check_trained_on` warns
+``item_counts``              clicks per internal item id in the training data
+                             (``[num_items]`` float64 tensor, or ``None``): the
+                             popularity that serving falls back to for sessions
+                             without a known item; optional (older checkpoints)
 ============================ ==================================================
 """
 from __future__ import annotations
@@ -188,6 +192,7 @@ def make_checkpoint(
     best_state_dict: Optional[Mapping[str, torch.Tensor]] = None,
     data: Optional[Mapping[str, Any]] = None,
     rng_per_rank: Optional[Sequence[Mapping[str, Any]]] = None,
+    item_counts: Optional[torch.Tensor] = None,
 ) -> Dict[str, Any]:
     """Assemble a checkpoint dictionary (see the module docstring).
 
@@ -222,6 +227,8 @@ def make_checkpoint(
         'best_state_dict': ({k: v.detach().cpu() for k, v in best_state_dict.items()}
                             if best_state_dict is not None else None),
         'data': dict(data) if data is not None else None,
+        'item_counts': (item_counts.detach().cpu().to(torch.float64)
+                        if item_counts is not None else None),
     }
     if rng_per_rank is not None:
         ckpt['rng_per_rank'] = [dict(state) for state in rng_per_rank]

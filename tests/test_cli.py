@@ -73,6 +73,23 @@ def test_train_resume_and_paper_protocol(data_dir, tmp_path, capsys):
     assert metrics['protocol'] == 'paper' and metrics['epochs_run'] == 2
     assert set(metrics['epoch_chosen']) == {'HR@20', 'MRR@20'}
     assert "resumed from" in (out / 'train.log').read_text()
+    # the checkpoint carries the training clicks per item (serving's popularity
+    # fallback): every click of every whole training session, counted directly
+    train, _ = make_synthetic_sessions(num_items=80, num_train_sessions=150,
+                                       num_test_sessions=40, seed=1, num_interests=4)
+    ckpt = load_checkpoint(out / 'last.pt')
+    direct = [0] * ckpt['num_items']
+    for session in train:
+        for item in session:
+            direct[item] += 1
+    assert ckpt['item_counts'].tolist() == direct and sum(direct) > 0
+    # ... so a session of unknown ids is served the most clicked items, no data needed
+    from tagnn_pyg.serve import Recommender
+    fallback = Recommender.from_checkpoint(out / 'best.pt').recommend(
+        [['999']], k=3, unknown='drop')[0]
+    assert fallback.fallback == 'popularity'
+    top = sorted(range(len(direct)), key=lambda i: -direct[i])[:3]
+    assert [direct[int(i)] for i in fallback.items] == [direct[i] for i in top]
     # changing a training setting on resume is refused with one line
     code = main(args + ['--resume', '--lr', '0.5'])
     assert 'training settings differ: lr' in _one_error_line(capsys, code)

@@ -223,6 +223,7 @@ def _train(args: argparse.Namespace, main: bool = True) -> int:
 
     from ..models import MODELS
     from ..train import Trainer, make_splits, seed_everything
+    from ..data.sequences import item_counts
 
     # rank 0 first: a data set made or cached on first use is written once
     data = run_on_main(lambda: load_data(args, data_arg, root), 'loading the data')
@@ -242,8 +243,10 @@ def _train(args: argparse.Namespace, main: bool = True) -> int:
     run_on_main(lambda: write_json(out / RUN_CONFIG, settings), f'writing {RUN_CONFIG}')
     extra = {'data': data.name, 'data_source': data.source, 'preset': preset_name,
              'split_notes': splits.notes}
+    counts = item_counts(splits.train_sessions or splits.train, data.num_items)
     trainer = Trainer(model, cfg, out_dir=out, model_name=model_name,
-                      item_ids=data.item_ids, extra=extra, data_identity=data.identity())
+                      item_ids=data.item_ids, extra=extra, data_identity=data.identity(),
+                      item_counts=counts)
     result = trainer.fit(splits.train, splits.valid, splits.test, resume=args.resume,
                          overwrite=args.overwrite)
     if main:

@@ -10,6 +10,7 @@ _EXPORTS = {
     'SessionData': 'session_data',
     'SessionSequences': 'sequences',
     'expand_prefixes': 'sequences',
+    'item_counts': 'sequences',
     'UnsafePickleError': 'safe_pickle',
     'safe_pickle_load': 'safe_pickle',
     'SRGNNData': 'srgnn_format',

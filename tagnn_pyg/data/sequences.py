@@ -378,3 +378,29 @@ def expand_prefixes(sessions: Union[Sequence[Sequence[int]], SessionSequences]
     items = flat[gather]
     return SessionSequences(torch.from_numpy(items), torch.from_numpy(ptr),
                             torch.from_numpy(np.ascontiguousarray(targets)), validate=False)
+
+
+def item_counts(sessions: Union['SessionSequences', Sequence[Sequence[int]]],
+                num_items: int) -> Tensor:
+    r"""Clicks per internal item id (``[num_items]``, float), the popularity
+    that the serving fallback (:class:`~tagnn_pyg.serve.Recommender`) ranks by
+    and that the trainer stores in its checkpoints (``item_counts``).
+
+    Args:
+        sessions: a :class:`~tagnn_pyg.data.SessionSequences` (its prefixes'
+            clicks and targets are counted) or a list of sessions of internal
+            ids (whole sessions, e.g. ``LoadedData.train_sessions``).
+        num_items (int): embedding rows, padding id 0 included.
+    """
+    if hasattr(sessions, 'items') and isinstance(getattr(sessions, 'items'), Tensor):
+        flat = sessions.items
+        if getattr(sessions, 'targets', None) is not None:
+            flat = torch.cat([flat, sessions.targets])
+    else:
+        flat = torch.tensor([int(i) for s in sessions for i in s], dtype=torch.long)
+    counts = torch.bincount(flat.long().cpu(), minlength=num_items).to(torch.float64)
+    if counts.numel() > num_items:
+        raise ValueError(f"the sessions hold item id {int(flat.max())}, beyond "
+                         f"num_items - 1 = {num_items - 1}")
+    counts[0] = 0
+    return counts

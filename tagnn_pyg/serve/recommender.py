@@ -25,6 +25,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor
 
+from ..data.sequences import item_counts
+
 __all__ = ['Recommender', 'Recommendation', 'RecommendError', 'Query', 'item_counts',
            'UNKNOWN_POLICIES', 'BACKENDS', 'RETRIEVALS']
 
@@ -88,30 +90,6 @@ class Query:
     k: int
     exclude_seen: bool = False
     candidates: Optional[List[List[int]]] = None
-
-
-def item_counts(sessions: Any, num_items: int) -> Tensor:
-    r"""Clicks per internal item id (``[num_items]``, float), the popularity
-    that the fallback of :class:`Recommender` ranks by.
-
-    Args:
-        sessions: a :class:`~tagnn_pyg.data.SessionSequences` (its prefixes'
-            clicks and targets are counted) or a list of sessions of internal
-            ids (whole sessions, e.g. ``LoadedData.train_sessions``).
-        num_items (int): embedding rows, padding id 0 included.
-    """
-    if hasattr(sessions, 'items') and isinstance(getattr(sessions, 'items'), Tensor):
-        flat = sessions.items
-        if getattr(sessions, 'targets', None) is not None:
-            flat = torch.cat([flat, sessions.targets])
-    else:
-        flat = torch.tensor([int(i) for s in sessions for i in s], dtype=torch.long)
-    counts = torch.bincount(flat.long().cpu(), minlength=num_items).to(torch.float64)
-    if counts.numel() > num_items:
-        raise ValueError(f"the sessions hold item id {int(flat.max())}, beyond "
-                         f"num_items - 1 = {num_items - 1}")
-    counts[0] = 0
-    return counts
 
 
 def _is_int(v: Any) -> bool:

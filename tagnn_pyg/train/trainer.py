@@ -105,6 +105,11 @@ class Trainer:
             :func:`tagnn_pyg.data.fingerprint.data_identity` (stored in
             checkpoints so that ``evaluate``/``recommend`` can refuse other data;
             default: the item count and id mapping only).
+        item_counts (Tensor, optional): clicks per internal item id
+            (``[num_items]``, :func:`tagnn_pyg.data.item_counts` of the whole
+            training sessions), stored in checkpoints as the popularity that
+            serving falls back to (default: counted from the training
+            sequences given to :meth:`fit`, every prefix's clicks and target).
         on_batch_end (callable, optional): ``fn(epoch, batch_index)`` called after
             every optimisation step (1-based epoch, 0-based batch); for tests
             and custom hooks.
@@ -126,6 +131,7 @@ class Trainer:
         extra: Optional[Dict[str, Any]] = None,
         on_batch_end: Optional[Callable[[int, int], None]] = None,
         data_identity: Optional[Dict[str, Any]] = None,
+        item_counts: Optional[Tensor] = None,
     ) -> None:
         from ..data.fingerprint import data_identity as _identity
 
@@ -147,6 +153,10 @@ class Trainer:
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.data_identity = (dict(data_identity) if data_identity is not None
                               else _identity(self.num_items, self.item_ids))
+        if item_counts is not None and tuple(item_counts.shape) != (self.num_items,):
+            raise ValueError(f"item_counts must have shape ({self.num_items},) (one count "
+                             f"per item id), got {tuple(item_counts.shape)}")
+        self.item_counts = item_counts
         self.warnings: List[str] = []
         self._lock: Any = None
 
@@ -225,6 +235,9 @@ class Trainer:
             raise ValueError("training needs at least one sequence with a target")
         if resume and self.out_dir is None:
             raise ValueError("resume=True needs out_dir (where last.pt lives)")
+        if self.item_counts is None:
+            from ..data.sequences import item_counts
+            self.item_counts = item_counts(train, self.num_items)
         try:
             if self.out_dir is not None:
                 # rank 0 alone owns and writes the run directory
@@ -555,7 +568,8 @@ class Trainer:
                       epoch=self.epoch, step=self.step, history=self.history,
                       best=self.best, protocol=self.config.protocol,
                       train_config=self.config.to_dict(), state=self._state(),
-                      extra=self.extra, data=self.data_identity)
+                      extra=self.extra, data=self.data_identity,
+                      item_counts=self.item_counts)
         if self.dist.active:  # collective: every rank calls _ckpt_kwargs
             kwargs['rng_per_rank'] = _dist.all_gather_object(
                 get_rng_state(), what='gathering the RNG states for a checkpoint')
