@@ -15,9 +15,13 @@ row                         preset
 ``tagnn``                   ``tagnn``
 ``tagnn-L/-Avg/-Att/-L+Att``  ``tagnn-L`` ... (TAGNN without target attention)
 ``tagnnpp``                 ``tagnnpp-paper-<data>`` (``--tagnnpp-preset
-                            released``: ``tagnnpp-released-<data>``)
+                            released``: ``tagnnpp-released-<data>``;
+                            ``released-padded``: the exact emulation of the
+                            released code, ``tagnnpp-released-padded-<data>``)
 ``tagnnpp-AGC/-GNN/-PE/     ``tagnnpp-paper-<data>-AGC`` ...
 -Transformer``
+``gru4rec``, ``narm``,      ``gru4rec``, ``narm``, ``stamp`` (the TAGNN
+``stamp``                   paper's sequence baselines)
 ==========================  ===============================================
 
 Every neural row runs under both protocols of :mod:`tagnn_pyg.train` (``honest``:
@@ -72,6 +76,9 @@ BASELINES_JSON = REPO / 'benchmarks' / 'results' / 'baselines.json'
 DEFAULT_RUNS_DIR = REPO / 'runs' / 'reproduce'
 KS = (5, 10, 20)
 PRESET_DATA = {'diginetica': 'diginetica', 'yoochoose1_64': 'yoochoose'}
+#: ``--tagnnpp-preset`` kinds: the paper's settings, the released train.py's, and
+#: those with the released code's padding emulated exactly.
+TAGNNPP_PRESETS = ('paper', 'released', 'released-padded')
 
 logger = logging.getLogger('reproduce')
 
@@ -120,7 +127,9 @@ class RunSpec:
     def run_id(self) -> str:
         """File-name stem: ``<data>__<row>[__released]__<protocol>__seed<s>[__limits]``."""
         row = self.row
-        if self.preset and 'released' in self.preset:
+        if self.preset and 'released-padded' in self.preset:
+            row += '__released_padded'
+        elif self.preset and 'released' in self.preset:
             row += '__released'
         parts = [self.dataset, row, self.protocol, f'seed{self.seed}']
         tags = []
@@ -145,8 +154,8 @@ def preset_for(row: str, dataset: str, tagnnpp_preset: str = 'paper') -> Optiona
         raise ValueError(f"unknown row {row!r}; expected one of {list(report.ROWS)}")
     if dataset not in PRESET_DATA:
         raise ValueError(f"unknown data set {dataset!r}; expected one of {list(PRESET_DATA)}")
-    if tagnnpp_preset not in ('paper', 'released'):
-        raise ValueError(f"--tagnnpp-preset must be 'paper' or 'released', got "
+    if tagnnpp_preset not in TAGNNPP_PRESETS:
+        raise ValueError(f"--tagnnpp-preset must be one of {list(TAGNNPP_PRESETS)}, got "
                          f"{tagnnpp_preset!r}")
     if row in report.BASELINE_ROWS:
         return None
@@ -410,9 +419,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--protocols', nargs='+', default=list(report.PROTOCOLS),
                    choices=list(report.PROTOCOLS))
     p.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
-    p.add_argument('--tagnnpp-preset', choices=('paper', 'released'), default='paper',
-                   help="TAGNN++ settings: the paper's section IV (default) or the "
-                        "released train.py's")
+    p.add_argument('--tagnnpp-preset', choices=TAGNNPP_PRESETS, default='paper',
+                   help="TAGNN++ settings: the paper's section IV (default), the "
+                        "released train.py's, or those with the released padding "
+                        "emulated exactly (released-padded)")
     p.add_argument('--device', default='auto', help='auto (default), cpu, cuda, cuda:N')
     p.add_argument('--threads', type=int, default=None, help='torch CPU threads')
     p.add_argument('--epochs', type=int, default=None,

@@ -64,13 +64,16 @@ ROWS: Dict[str, Tuple[str, str, str]] = {
     'tagnnpp-GNN': ('tagnnpp', 'GNN', 'TAGNN++ -GNN'),
     'tagnnpp-PE': ('tagnnpp', 'PE', 'TAGNN++ -PE'),
     'tagnnpp-Transformer': ('tagnnpp', 'Transformer', 'TAGNN++ -Transformer'),
+    'gru4rec': ('gru4rec', 'full', 'GRU4Rec'),
+    'narm': ('narm', 'full', 'NARM'),
+    'stamp': ('stamp', 'full', 'STAMP'),
 }
 BASELINE_ROWS: Tuple[str, ...] = ('pop', 'spop', 'itemknn')
 NEURAL_ROWS: Tuple[str, ...] = tuple(r for r in ROWS if r not in BASELINE_ROWS)
 
 #: Published HR@20 / MRR@20 (percent), best test epoch of the released code.
-#: Baselines, SR-GNN and TAGNN: TAGNN paper (SIGIR 2020) Table 1 (the baselines
-#: and SR-GNN are SR-GNN's own figures). TAGNN++ and its ablations: TAGNN++ paper
+#: Baselines, GRU4Rec, NARM, STAMP, SR-GNN and TAGNN: TAGNN paper (SIGIR 2020)
+#: Table 1 (the baselines, the sequence models and SR-GNN are SR-GNN's own figures). TAGNN++ and its ablations: TAGNN++ paper
 #: Tables I and II, measured on *different* pickles (see docs/results.md).
 #: TAGNN-L/-Avg/-Att/-L+Att are only drawn in the TAGNN paper's Figure 2: no
 #: numbers were published, hence absent here.
@@ -85,6 +88,12 @@ PAPER: Dict[Tuple[str, str], Tuple[float, float]] = {
     ('tagnnpp-GNN', 'diginetica'): (51.48, 17.59),
     ('tagnnpp-PE', 'diginetica'): (51.64, 17.66),
     ('tagnnpp-Transformer', 'diginetica'): (51.42, 17.84),
+    ('gru4rec', 'diginetica'): (29.45, 8.33),
+    ('narm', 'diginetica'): (49.70, 16.17),
+    ('stamp', 'diginetica'): (45.64, 14.32),
+    ('gru4rec', 'yoochoose1_64'): (60.64, 22.89),
+    ('narm', 'yoochoose1_64'): (68.32, 28.63),
+    ('stamp', 'yoochoose1_64'): (68.74, 29.67),
     ('pop', 'yoochoose1_64'): (6.71, 1.65),
     ('spop', 'yoochoose1_64'): (30.44, 18.35),
     ('itemknn', 'yoochoose1_64'): (51.60, 21.81),

@@ -181,8 +181,9 @@ def test_reproduce_plan_and_run_ids():
         'tagnnpp-released-diginetica-AGC'
     assert reproduce.preset_for('tagnn-L+Att', 'diginetica') == 'tagnn-L+Att'
     assert reproduce.preset_for('pop', 'diginetica') is None
+    assert reproduce.preset_for('gru4rec', 'diginetica') == 'gru4rec'
     with pytest.raises(ValueError, match='unknown row'):
-        reproduce.preset_for('gru4rec', 'diginetica')
+        reproduce.preset_for('gru4rec-GNN', 'diginetica')
     specs = reproduce.plan(['pop', 'srgnn'], ['diginetica'], ['honest', 'paper'], [0, 1])
     assert [(s.row, s.protocol, s.seed) for s in specs] == [
         ('pop', 'none', 0), ('srgnn', 'honest', 0), ('srgnn', 'honest', 1),
@@ -194,6 +195,14 @@ def test_reproduce_plan_and_run_ids():
     rel = reproduce.plan(['tagnnpp-PE', 'tagnnpp'], ['diginetica'], ['paper'], [0],
                          tagnnpp_preset='released')
     assert [s.run_id for s in rel] == ['diginetica__tagnnpp__released__paper__seed0']
+    # the exact emulation of the released code is a row of its own, not a rerun of it
+    exact = reproduce.plan(['tagnnpp'], ['yoochoose1_64'], ['paper'], [0], epochs=2,
+                           tagnnpp_preset='released-padded')
+    assert [(s.preset, s.run_id) for s in exact] == [
+        ('tagnnpp-released-padded-yoochoose',
+         'yoochoose1_64__tagnnpp__released_padded__paper__seed0__e2')]
+    with pytest.raises(ValueError, match='tagnnpp-preset'):
+        reproduce.preset_for('tagnnpp', 'diginetica', 'padded')
 
 
 def test_render_figure_png(tmp_path):
