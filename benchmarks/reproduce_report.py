@@ -37,6 +37,8 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO / 'benchmarks' / 'results' / 'reproduce'
 DOC = REPO / 'docs' / 'results.md'
 FIGURE = REPO / 'docs' / 'img' / 'results_hr_mrr.png'
+#: The session k-NN figures of ``benchmarks/knn_tuning.py --stage test``.
+KNN_RESULTS = REPO / 'benchmarks' / 'results' / 'session_knn.json'
 
 BEGIN = '<!-- BEGIN reproduce.py --report (generated, do not edit by hand) -->'
 END = '<!-- END reproduce.py --report -->'
@@ -420,9 +422,63 @@ def honest_gap_lines(groups: Sequence[Group]) -> List[str]:
     return lines
 
 
-def render_markdown(runs: Sequence[Mapping[str, Any]], figure: Optional[str] = None
-                    ) -> str:
-    r"""The generated block of ``docs/results.md`` (without the markers)."""
+def load_knn(path: Path = KNN_RESULTS) -> List[Dict[str, Any]]:
+    r"""The session k-NN records of ``benchmarks/knn_tuning.py --stage test`` (a JSON
+    list; empty when the file does not exist).
+
+    Raises:
+        ValueError: not a list of records with ``model_name``, ``dataset``,
+            ``protocol`` and ``metrics`` (the file named in the message).
+    """
+    if not path.exists():
+        return []
+    try:
+        records = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from err
+    if not isinstance(records, list) or not all(
+            isinstance(r, dict) and {'model_name', 'dataset', 'protocol', 'metrics'} <= set(r)
+            for r in records):
+        raise ValueError(f"{path}: not a list of knn_tuning.py test records (each with "
+                         f"model_name, dataset, protocol and metrics)")
+    return records
+
+
+def knn_lines(records: Sequence[Mapping[str, Any]]) -> List[str]:
+    r"""The session k-NN table: each method under default hyper-parameters
+    (*paper*) and those chosen on the honest validation split (*honest*), beside
+    the published SR-GNN and TAGNN figures on the same data."""
+    lines = ['| model | dataset | protocol | HR@10 | HR@20 | MRR@10 | MRR@20 | NDCG@20 | '
+             'HR@20 / MRR@20 − published TAGNN | hyper-parameters | eval time | device |',
+             '|---|---|---|---|---|---|---|---|---|---|---|---|']
+    order = {ds: i for i, ds in enumerate(DATASETS)}
+    methods = {'SKNN': 0, 'V-SKNN': 1, 'STAN': 2}
+    for r in sorted(records, key=lambda r: (order.get(r['dataset'], len(order)),
+                                            methods.get(r['model_name'], len(methods)),
+                                            r['model_name'], r['protocol'] != 'paper')):
+        m = r['metrics']
+        ref = PAPER.get(('tagnn', r['dataset']))
+        gap = (f"{m['HR@20'] - ref[0]:+.2f} / {m['MRR@20'] - ref[1]:+.2f}" if ref else '')
+        params = ', '.join(f'{k}={v}' for k, v in (r.get('params') or {}).items()) \
+            or 'defaults'
+        eval_s = r.get('eval_s')
+        lines.append(
+            f"| {r['model_name']} | {DATASET_NAMES.get(r['dataset'], r['dataset'])} | "
+            f"{r['protocol']} | "
+            + ' | '.join(f"{m[k]:.2f}" for k in ('HR@10', 'HR@20', 'MRR@10', 'MRR@20',
+                                                  'NDCG@20'))
+            + f" | {gap} | {params} | "
+            f"{fmt_duration(eval_s) if eval_s is not None else ''} | {r.get('device', '')} |")
+    if not records:
+        lines.append('| (no record: run `benchmarks/knn_tuning.py --stage test`) |'
+                     + ' |' * 11)
+    return lines
+
+
+def render_markdown(runs: Sequence[Mapping[str, Any]], figure: Optional[str] = None,
+                    knn: Sequence[Mapping[str, Any]] = ()) -> str:
+    r"""The generated block of ``docs/results.md`` (without the markers);
+    ``knn``: the session k-NN records (:func:`load_knn`)."""
     groups = group_runs(runs)
     full = [g for g in groups if not g.limits]
     limited = [g for g in groups if g.limits]
@@ -451,6 +507,15 @@ def render_markdown(runs: Sequence[Mapping[str, Any]], figure: Optional[str] = N
         out.append('')
         out += _table(limited, with_limits=True)
         out.append('')
+    out.append('### Session k-NN baselines (`benchmarks/knn_tuning.py`)')
+    out.append('')
+    out.append('Fitted on all training sessions, full test sets, the same metrics; '
+               '*paper* = default hyper-parameters, *honest* = chosen on the honest '
+               'validation split (see [baselines.md](baselines.md)). Deterministic: one '
+               'run each.')
+    out.append('')
+    out += knn_lines(knn)
+    out.append('')
     out.append('### One-epoch faithfulness check (issue 4)')
     out.append('')
     out += faithfulness_lines(groups)
@@ -585,9 +650,11 @@ def render_figure(runs: Sequence[Mapping[str, Any]], path: Path) -> Optional[Pat
 
 
 def write_report(results_dir: Path = RESULTS_DIR, doc: Path = DOC,
-                 figure: Optional[Path] = FIGURE) -> str:
-    r"""Aggregate ``results_dir`` into ``doc`` (and ``figure``); returns the block."""
+                 figure: Optional[Path] = FIGURE, knn: Optional[Path] = KNN_RESULTS) -> str:
+    r"""Aggregate ``results_dir`` (and the session k-NN records ``knn``) into
+    ``doc`` (and ``figure``); returns the block."""
     runs = load_runs(results_dir)
+    knn_records = load_knn(knn) if knn is not None else []
     fig_ref = None
     if figure is not None:
         made = render_figure(runs, figure)
@@ -597,7 +664,7 @@ def write_report(results_dir: Path = RESULTS_DIR, doc: Path = DOC,
             except ValueError:
                 fig_ref = str(made)
             print(f"figure written to {made}")
-    block = render_markdown(runs, fig_ref)
+    block = render_markdown(runs, fig_ref, knn_records)
     text = doc.read_text() if doc.exists() else '# Reproducing the papers\n'
     doc.parent.mkdir(parents=True, exist_ok=True)
     doc.write_text(splice(text, block))
