@@ -166,7 +166,9 @@ class EOPAConv(MessagePassing):
 
     def forward(self, x: Tensor, edge_index: Tensor,
                 edge_order: Optional[Tensor] = None) -> Tensor:
-        r"""Args:
+        r"""Aggregate each node's ordered in-neighbours with the GRU.
+
+        Args:
             x (torch.Tensor): Node features :math:`(N, C_{in})`.
             edge_index (torch.Tensor): ``[2, E]`` edges :math:`j \to i`.
             edge_order (torch.Tensor, optional): ``[E]`` sort key of each edge

@@ -161,7 +161,9 @@ class ShortcutGATConv(MessagePassing):
             self.act.reset_parameters()
 
     def forward(self, x: Tensor, edge_index: Tensor) -> Tensor:
-        r"""Args:
+        r"""Attend over each node's in-neighbours.
+
+        Args:
             x (torch.Tensor): Node features :math:`(N, C_{in})`.
             edge_index (torch.Tensor): ``[2, E]`` edges :math:`u \to v`.
         """
