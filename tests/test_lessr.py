@@ -48,12 +48,17 @@ def randomise_norms(module, seed=0):
 
 
 # ---------------------------------------------------------------- references
-def bn_eval(bn, x):
-    """(x - mean) / sqrt(var + eps) * gamma + beta with the running statistics."""
+def bn_eval(bn, x, pool=None):
+    """(x - mean) / sqrt(var + eps) * gamma + beta with the running statistics,
+    or (training) with the biased statistics of ``pool`` (all rows of the batch)."""
     if bn is None:
         return x
     m = bn.module
-    return (x - m.running_mean) / torch.sqrt(m.running_var + m.eps) * m.weight + m.bias
+    if pool is None:
+        mean, var = m.running_mean, m.running_var
+    else:
+        mean, var = pool.mean(0), pool.var(0, unbiased=False)
+    return (x - mean) / torch.sqrt(var + m.eps) * m.weight + m.bias
 
 
 def prelu(act, x):
@@ -70,9 +75,9 @@ def gru_cell_of(gru):
     return cell
 
 
-def ref_eopa(conv, x, in_lists):
+def ref_eopa(conv, x, in_lists, pool=None):
     """out_v = PReLU(W_self h_v + W_neigh GRU(h_u for u in in_lists[v])), h = BN(x)."""
-    h = bn_eval(conv.batch_norm, x)
+    h = bn_eval(conv.batch_norm, x, pool)
     cell = gru_cell_of(conv.gru)
     outs = []
     for v in range(x.size(0)):
@@ -84,9 +89,9 @@ def ref_eopa(conv, x, in_lists):
     return torch.stack(outs)
 
 
-def ref_sgat(conv, x, in_sets):
+def ref_sgat(conv, x, in_sets, pool=None):
     """e_uv = p . sigmoid(W_q h_u + b_q + W_k h_v), softmax over u, sum W_v h_u."""
-    h = bn_eval(conv.batch_norm, x)
+    h = bn_eval(conv.batch_norm, x, pool)
     outs = []
     for v in range(x.size(0)):
         us = sorted(in_sets[v])
@@ -123,24 +128,33 @@ def renormed(weight, max_norm):
     return torch.where(norm > max_norm, weight * (max_norm / (norm + 1e-7)), weight)
 
 
-def ref_lessr(model, table, seq):
-    """The released LESSR forward for one session, in eval mode, from scratch."""
-    items, nid, eop, short = session_graphs(seq)
-    feat = table[torch.tensor(items)]
+def ref_lessr(model, table, seqs, batch_stats=False):
+    """The released LESSR forward, session by session, with no dropout; batch
+    norm with the running statistics, or (``batch_stats``) with those of the
+    whole batch: over all sessions' nodes for the layers and the readout, over
+    the sessions for the final one. Returns ``[B, M - 1]``."""
+    graphs = [session_graphs(seq) for seq in seqs]
+    feats = [table[torch.tensor(items)] for items, _, _, _ in graphs]
     for i, layer in enumerate(model.layers):
-        out = ref_eopa(layer, feat, eop) if i % 2 == 0 else ref_sgat(layer, feat, short)
-        feat = torch.cat([out, feat], dim=1)
+        pool = torch.cat(feats) if batch_stats else None
+        feats = [torch.cat([ref_eopa(layer, f, eop, pool) if i % 2 == 0
+                            else ref_sgat(layer, f, short, pool), f], dim=1)
+                 for f, (_, _, eop, short) in zip(feats, graphs)]
     ro = model.readout
-    last = nid[-1]
-    h = bn_eval(ro.batch_norm, feat)
-    e = torch.stack([ro.lin_e.weight[0] @ torch.sigmoid(
-        ro.lin_u.weight @ h[i] + ro.lin_v.weight @ h[last] + ro.lin_v.bias)
-        for i in range(len(items))])
-    a = torch.softmax(e, dim=0)
-    s_g = prelu(ro.act, ro.lin_out.weight @ (a.view(-1, 1) * h).sum(0))
-    s = bn_eval(model.norm, torch.cat([feat[last], s_g]))
-    s = model.lin_sr.weight @ s
-    return table[1:] @ s
+    pool = torch.cat(feats) if batch_stats else None
+    sessions = []
+    for feat, (items, nid, _, _) in zip(feats, graphs):
+        last = nid[-1]
+        h = bn_eval(ro.batch_norm, feat, pool)
+        e = torch.stack([ro.lin_e.weight[0] @ torch.sigmoid(
+            ro.lin_u.weight @ h[i] + ro.lin_v.weight @ h[last] + ro.lin_v.bias)
+            for i in range(len(items))])
+        a = torch.softmax(e, dim=0)
+        s_g = prelu(ro.act, ro.lin_out.weight @ (a.view(-1, 1) * h).sum(0))
+        sessions.append(torch.cat([feat[last], s_g]))
+    s = torch.stack(sessions)
+    s = bn_eval(model.norm, s, s if batch_stats else None)
+    return (s @ model.lin_sr.weight.t()) @ table[1:].t()
 
 
 def make(seed=0, **kw):
@@ -268,12 +282,46 @@ def test_matches_dense_reference(kw):
     table = renormed(model.embedding.weight.detach().clone(), model.max_norm)
     with torch.no_grad():
         scores = model(batch_of(SESSIONS))
-        for b, seq in enumerate(SESSIONS):
-            torch.testing.assert_close(scores[b, 1:], ref_lessr(model, table, seq),
+        for b, seq in enumerate(SESSIONS):   # one session at a time
+            torch.testing.assert_close(scores[b, 1:], ref_lessr(model, table, [seq])[0],
                                        atol=1e-5, rtol=1e-5)
     if model.max_norm is not None:   # the table was renormalised in place, as released
         torch.testing.assert_close(model.embedding.weight, table)
         assert bool((model.embedding.weight.norm(dim=1) <= 1.0 + 1e-6).all())
+
+
+def test_training_batch_norm_uses_batch_statistics():
+    """In training (dropout 0), every batch norm normalises with the statistics
+    of the whole batch: the layers' and the readout's over all nodes of all
+    sessions (each distinct item of a session once), the last over sessions."""
+    model = make(dropout=0.0).double()
+    randomise_norms(model)
+    model.train()
+    table = renormed(model.embedding.weight.detach().clone(), model.max_norm)
+    with torch.no_grad():
+        scores = model(batch_of(SESSIONS))
+    torch.testing.assert_close(scores[:, 1:], ref_lessr(model, table, SESSIONS,
+                                                        batch_stats=True),
+                               atol=1e-5, rtol=1e-5)
+
+
+def test_graphs_random_sessions_match_loops():
+    """A batch of random sessions (many repeats): both builders against the loops."""
+    g = torch.Generator().manual_seed(5)
+    seqs = [torch.randint(1, 8, (int(torch.randint(1, 12, (1, ), generator=g)), ),
+                          generator=g).tolist() for _ in range(40)]
+    batch = batch_of(seqs)
+    mg = eop_multigraph(batch.seq, batch.seq_batch)
+    sg = shortcut_graph(batch.seq, batch.seq_batch, batch.num_nodes)
+    exp_mg, exp_sg, offset = [], set(), 0
+    for seq in seqs:
+        items, nid, eop, short = session_graphs(seq)
+        exp_mg += [(offset + nid[k], offset + nid[k + 1]) for k in range(len(seq) - 1)]
+        exp_sg |= {(offset + u, offset + v) for v in range(len(items)) for u in short[v]}
+        offset += len(items)
+    assert [tuple(e) for e in mg.t().tolist()] == exp_mg        # click order kept
+    got = [tuple(e) for e in sg.t().tolist()]
+    assert len(got) == len(set(got)) and set(got) == exp_sg
 
 
 def test_batch_independence_in_eval():
