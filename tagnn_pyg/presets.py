@@ -43,6 +43,8 @@ their full names are ``<variant>`` when the base preset is named after the
 family (``tagnn-L``, ``srgnn-nonhybrid``) and ``<base>-<suffix>`` otherwise
 (``tagnnpp-paper-diginetica-AGC``). :func:`preset_names` lists every valid
 name, :func:`get_preset` resolves one.
+
+LESSR: ``lessr`` (the defaults of the released ``main.py``, see its description).
 """
 from __future__ import annotations
 
@@ -171,6 +173,18 @@ PRESETS: Dict[str, Preset] = {p.name: p for p in [
            'GRU4Rec (ICLR 2016): one GRU layer of 100 units (the paper\'s); 100-d item '
            'embeddings tied to the output, full cross-entropy, Adam 1e-3, batch 512, '
            'no dropout, L2 0, no decay (our choices, as for NARM)'),
+    # LESSR (KDD 2020), tagnn_pyg.models.lessr: the defaults of the released main.py.
+    Preset('lessr', 'lessr',
+           dict(hidden_channels=32, num_layers=3, dropout=0.2, batch_norm=True,
+                max_norm=1.0),
+           _training(lr=1e-3, weight_decay=0.0, batch_size=512, epochs=30, patience=2,
+                     lr_decay=1.0),
+           'LESSR (KDD 2020), released main.py defaults: d 32, 3 layers (EOPA, SGAT, '
+           'EOPA), feat_drop 0.2, lr 1e-3, batch 512, 30 epochs, patience 2, no lr '
+           'decay, item vectors renormalised to norm 1; released AdamW weight decay '
+           '1e-4 (decoupled, biases/batch norm/PReLU exempt) replaced by Adam with L2 0 '
+           '(our choice: the trainer has Adam only, where L2 1e-4 would be a far '
+           'stronger penalty than that decoupled decay)'),
 ]}
 
 for _data in ('diginetica', 'yoochoose'):   # the released code exactly, same settings

@@ -16,6 +16,7 @@ PROG = 'tagnn-pyg'
 #: :data:`tagnn_pyg.data.loading.BUILTIN_DATA`, which a test checks).
 BUILTIN_DATA = ('synthetic', 'diginetica', 'yoochoose1_64', 'yoochoose1_4')
 MODEL_NAMES = ('srgnn', 'tagnn', 'tagnnpp', 'narm', 'stamp', 'gru4rec')
+MODEL_NAMES += ('lessr', )
 DEFAULT_ROOT = 'data'
 
 

@@ -15,6 +15,7 @@ from tagnn_pyg.models.narm import NARM
 from tagnn_pyg.models.stamp import STAMP
 from tagnn_pyg.models.tagnn import TAGNN
 from tagnn_pyg.models.tagnn_plus_plus import TAGNNPlusPlus
+from tagnn_pyg.models.lessr import LESSR
 
 MODELS: Dict[str, Type[SessionRecommender]] = {
     'srgnn': SRGNN,
@@ -23,7 +24,8 @@ MODELS: Dict[str, Type[SessionRecommender]] = {
     'narm': NARM,
     'stamp': STAMP,
     'gru4rec': GRU4Rec,
+    'lessr': LESSR,
 }
 
 __all__ = ['SessionRecommender', 'SRGNN', 'TAGNN', 'TAGNNPlusPlus', 'NARM', 'STAMP',
-           'GRU4Rec', 'MODELS']
+           'GRU4Rec', 'MODELS', 'LESSR']

@@ -13,3 +13,9 @@ __all__ += ['TargetAttention']
 from tagnn_pyg.nn.session_transformer import SessionTransformer
 
 __all__ += ['SessionTransformer']
+from tagnn_pyg.nn.eopa_conv import EOPAConv, eop_multigraph
+
+__all__ += ['EOPAConv', 'eop_multigraph']
+from tagnn_pyg.nn.shortcut_gat_conv import ShortcutGATConv, shortcut_graph
+
+__all__ += ['ShortcutGATConv', 'shortcut_graph']
