@@ -69,13 +69,16 @@ ROWS: Dict[str, Tuple[str, str, str]] = {
     'gru4rec': ('gru4rec', 'full', 'GRU4Rec'),
     'narm': ('narm', 'full', 'NARM'),
     'stamp': ('stamp', 'full', 'STAMP'),
+    'lessr': ('lessr', 'full', 'LESSR'),
 }
 BASELINE_ROWS: Tuple[str, ...] = ('pop', 'spop', 'itemknn')
 NEURAL_ROWS: Tuple[str, ...] = tuple(r for r in ROWS if r not in BASELINE_ROWS)
 
 #: Published HR@20 / MRR@20 (percent), best test epoch of the released code.
 #: Baselines, GRU4Rec, NARM, STAMP, SR-GNN and TAGNN: TAGNN paper (SIGIR 2020)
-#: Table 1 (the baselines, the sequence models and SR-GNN are SR-GNN's own figures). TAGNN++ and its ablations: TAGNN++ paper
+#: Table 1 (the baselines, the sequence models and SR-GNN are SR-GNN's own figures).
+#: GC-SAN and LESSR: TAGNN++ paper Table I, as printed (the paper does not say on
+#: which test files they were measured; its own figures used other pickles). TAGNN++ and its ablations: TAGNN++ paper
 #: Tables I and II, measured on *different* pickles (see docs/results.md).
 #: TAGNN-L/-Avg/-Att/-L+Att are only drawn in the TAGNN paper's Figure 2: no
 #: numbers were published, hence absent here.
@@ -96,6 +99,8 @@ PAPER: Dict[Tuple[str, str], Tuple[float, float]] = {
     ('gru4rec', 'yoochoose1_64'): (60.64, 22.89),
     ('narm', 'yoochoose1_64'): (68.32, 28.63),
     ('stamp', 'yoochoose1_64'): (68.74, 29.67),
+    ('lessr', 'diginetica'): (51.71, 18.15),
+    ('lessr', 'yoochoose1_64'): (70.64, 30.97),
     ('pop', 'yoochoose1_64'): (6.71, 1.65),
     ('spop', 'yoochoose1_64'): (30.44, 18.35),
     ('itemknn', 'yoochoose1_64'): (51.60, 21.81),
