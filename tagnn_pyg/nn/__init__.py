@@ -13,3 +13,6 @@ __all__ += ['TargetAttention']
 from tagnn_pyg.nn.session_transformer import SessionTransformer
 
 __all__ += ['SessionTransformer']
+from tagnn_pyg.nn.session_self_attention import SessionSelfAttention
+
+__all__ += ['SessionSelfAttention']
