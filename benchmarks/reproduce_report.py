@@ -69,6 +69,7 @@ ROWS: Dict[str, Tuple[str, str, str]] = {
     'gru4rec': ('gru4rec', 'full', 'GRU4Rec'),
     'narm': ('narm', 'full', 'NARM'),
     'stamp': ('stamp', 'full', 'STAMP'),
+    'gcsan': ('gcsan', 'full', 'GC-SAN'),
     'lessr': ('lessr', 'full', 'LESSR'),
 }
 BASELINE_ROWS: Tuple[str, ...] = ('pop', 'spop', 'itemknn')
@@ -99,6 +100,8 @@ PAPER: Dict[Tuple[str, str], Tuple[float, float]] = {
     ('gru4rec', 'yoochoose1_64'): (60.64, 22.89),
     ('narm', 'yoochoose1_64'): (68.32, 28.63),
     ('stamp', 'yoochoose1_64'): (68.74, 29.67),
+    ('gcsan', 'diginetica'): (51.70, 17.61),
+    ('gcsan', 'yoochoose1_64'): (70.66, 30.04),
     ('lessr', 'diginetica'): (51.71, 18.15),
     ('lessr', 'yoochoose1_64'): (70.64, 30.97),
     ('pop', 'yoochoose1_64'): (6.71, 1.65),

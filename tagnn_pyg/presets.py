@@ -36,7 +36,7 @@ x0.1 every 3 epochs, L2 1e-5, batch 100), ``tagnnpp-paper-diginetica``,
 of the released ``train.py``, with the layer over the clicks in click order) and
 ``tagnnpp-released-padded-diginetica``, ``tagnnpp-released-padded-yoochoose``
 (the same settings with the released computation emulated exactly:
-``released_padding=True``); the sequence baselines ``narm``, ``stamp``, ``gru4rec``.
+``released_padding=True``); the sequence baselines ``narm``, ``stamp``, ``gru4rec``; ``gcsan``.
 
 Ablations (:data:`VARIANTS`) are overrides of a base preset of the same family;
 their full names are ``<variant>`` when the base preset is named after the
@@ -173,6 +173,17 @@ PRESETS: Dict[str, Preset] = {p.name: p for p in [
            'GRU4Rec (ICLR 2016): one GRU layer of 100 units (the paper\'s); 100-d item '
            'embeddings tied to the output, full cross-entropy, Adam 1e-3, batch 512, '
            'no dropout, L2 0, no decay (our choices, as for NARM)'),
+    # GC-SAN (tagnn_pyg.models.gcsan): SR-GNN's protocol, which the paper follows.
+    Preset('gcsan', 'gcsan',
+           dict(hidden_channels=100, num_steps=1, num_layers=1, weight=0.6, heads=1,
+                ff_channels=100, dropout=0.2, causal=False),
+           _training(),
+           'GC-SAN (IJCAI 2019): SR-GNN\'s setup (d 100, Adam 1e-3, x0.1 every 3 epochs, '
+           'L2 1e-5, batch 100), one GNN step, single-head unmasked self-attention with '
+           'feed-forward width d (the paper\'s eq. 6-7); k = 1 block and omega = 0.6 '
+           '(RecBole\'s defaults, taken as the paper\'s best: not checked against the '
+           'paper\'s text); dropout 0.2 (RecBole\'s default, our choice); one preset '
+           'for both data sets'),
     # LESSR (KDD 2020), tagnn_pyg.models.lessr: the defaults of the released main.py.
     Preset('lessr', 'lessr',
            dict(hidden_channels=32, num_layers=3, dropout=0.2, batch_norm=True,

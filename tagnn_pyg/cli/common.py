@@ -15,8 +15,7 @@ PROG = 'tagnn-pyg'
 #: Built-in data set names (kept here, torch-free, for ``--help``; equal to
 #: :data:`tagnn_pyg.data.loading.BUILTIN_DATA`, which a test checks).
 BUILTIN_DATA = ('synthetic', 'diginetica', 'yoochoose1_64', 'yoochoose1_4')
-MODEL_NAMES = ('srgnn', 'tagnn', 'tagnnpp', 'narm', 'stamp', 'gru4rec')
-MODEL_NAMES += ('lessr', )
+MODEL_NAMES = ('srgnn', 'tagnn', 'tagnnpp', 'narm', 'stamp', 'gru4rec', 'gcsan', 'lessr')
 DEFAULT_ROOT = 'data'
 
 

@@ -1,4 +1,5 @@
-"""PyG building blocks: the gated session convolution, readouts and the session Transformer."""
+"""PyG building blocks: the gated session convolution, readouts, the session Transformer,
+GC-SAN's self-attention and LESSR's EOPA and shortcut-graph attention layers."""
 
 __all__: list = []
 from tagnn_pyg.nn.gated_session_conv import GatedSessionConv
@@ -13,6 +14,9 @@ __all__ += ['TargetAttention']
 from tagnn_pyg.nn.session_transformer import SessionTransformer
 
 __all__ += ['SessionTransformer']
+from tagnn_pyg.nn.session_self_attention import SessionSelfAttention
+
+__all__ += ['SessionSelfAttention']
 from tagnn_pyg.nn.eopa_conv import EOPAConv, eop_multigraph
 
 __all__ += ['EOPAConv', 'eop_multigraph']
