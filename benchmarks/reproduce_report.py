@@ -7,8 +7,9 @@ seeds, puts the papers' figures beside ours and renders
 
 * a markdown block (the tables) that replaces the part of ``docs/results.md``
   between :data:`BEGIN` and :data:`END` (the prose around it is kept);
-* a PNG bar chart of HR@20 / MRR@20, ours against the papers', when
-  matplotlib is installed (skipped with a message otherwise).
+* a PNG bar chart of HR@20 / MRR@20, ours against the papers', and a PNG of the
+  per-epoch test curves (:func:`curve_series`), when matplotlib is installed
+  (skipped with a message otherwise).
 
 Groups: runs trained as the papers prescribe (no epoch override, no caps) form
 the main table; runs with ``--epochs`` or ``--max-train``/``--max-test`` are
@@ -37,6 +38,8 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO / 'benchmarks' / 'results' / 'reproduce'
 DOC = REPO / 'docs' / 'results.md'
 FIGURE = REPO / 'docs' / 'img' / 'results_hr_mrr.png'
+#: The per-epoch test curves (papers' protocol), beside :data:`FIGURE`.
+CURVES_FIGURE = REPO / 'docs' / 'img' / 'results_curves.png'
 #: The session k-NN figures of ``benchmarks/knn_tuning.py --stage test``.
 KNN_RESULTS = REPO / 'benchmarks' / 'results' / 'session_knn.json'
 
@@ -484,9 +487,11 @@ def knn_lines(records: Sequence[Mapping[str, Any]]) -> List[str]:
 
 
 def render_markdown(runs: Sequence[Mapping[str, Any]], figure: Optional[str] = None,
-                    knn: Sequence[Mapping[str, Any]] = ()) -> str:
+                    knn: Sequence[Mapping[str, Any]] = (),
+                    curves_figure: Optional[str] = None) -> str:
     r"""The generated block of ``docs/results.md`` (without the markers);
-    ``knn``: the session k-NN records (:func:`load_knn`)."""
+    ``knn``: the session k-NN records (:func:`load_knn`); ``figure`` and
+    ``curves_figure``: the two images' paths relative to the page."""
     groups = group_runs(runs)
     full = [g for g in groups if not g.limits]
     limited = [g for g in groups if g.limits]
@@ -524,6 +529,17 @@ def render_markdown(runs: Sequence[Mapping[str, Any]], figure: Optional[str] = N
     out.append('')
     out += knn_lines(knn)
     out.append('')
+    out.append('### Per-epoch test curves (papers\' protocol)')
+    out.append('')
+    out.append('Every papers\'-protocol run tests after each epoch; the longest record of '
+               'each run (epoch-by-epoch runs leave one per epoch) gives its curve, so '
+               'models compare at equal epochs on identical data.')
+    out.append('')
+    out += curve_lines(curve_series(runs))
+    out.append('')
+    if curves_figure:
+        out.append(f'![Test HR@20 and MRR@20 after each epoch]({curves_figure})')
+        out.append('')
     out.append('### One-epoch faithfulness check (issue 4)')
     out.append('')
     out += faithfulness_lines(groups)
@@ -550,6 +566,98 @@ def render_markdown(runs: Sequence[Mapping[str, Any]], figure: Optional[str] = N
         out.append('')
         out.append(f'![HR@20 and MRR@20, ours vs the papers]({figure})')
     return '\n'.join(out) + '\n'
+
+
+# ------------------------------------------------------------------ per-epoch curves
+
+
+@dataclass
+class Curve:
+    r"""Test HR@20 / MRR@20 after every epoch of one run (papers' protocol)."""
+    dataset: str
+    row: str
+    preset: str
+    seed: int
+    points: List[Tuple[int, float, float]]   # (epoch, HR@20, MRR@20)
+    lrs: List[float]
+
+    @property
+    def label(self) -> str:
+        label = ROWS.get(self.row, (None, None, self.row))[2]
+        return f'{label} (`{self.preset}`)' if self.preset else label
+
+
+def curve_series(runs: Iterable[Mapping[str, Any]]) -> List[Curve]:
+    r"""The per-epoch test curves of the papers'-protocol runs (the only protocol
+    that tests after every epoch), one per (data set, row, preset, seed): the
+    record with the longest curve wins, since an epoch-by-epoch run leaves one
+    record per epoch whose curves are prefixes of each other. Runs with data caps
+    (``max_train``/``max_test``) are left out; epoch overrides are what these
+    curves are made of. Ordered like the tables."""
+    best: Dict[Tuple[str, str, str, int], Curve] = {}
+    for rec in runs:
+        limits = rec.get('limits') or {}
+        if rec.get('protocol') != 'paper' or any(k != 'epochs' for k in limits):
+            continue
+        points, lrs = [], []
+        for entry in rec.get('curve') or []:
+            test = entry.get('test') if isinstance(entry, Mapping) else None
+            if not isinstance(test, Mapping) or 'HR@20' not in test or 'MRR@20' not in test:
+                continue
+            points.append((int(entry['epoch']), float(test['HR@20']), float(test['MRR@20'])))
+            lrs.append(float(entry.get('lr', math.nan)))
+        if not points:
+            continue
+        preset = rec.get('preset')
+        name = preset.get('name', '') if isinstance(preset, Mapping) else str(preset or '')
+        key = (rec['dataset'], rec['row'], name, int(rec['seed']))
+        if key not in best or len(points) > len(best[key].points):
+            best[key] = Curve(*key, points=points, lrs=lrs)
+
+    def order(k: Tuple[str, str, str, int]) -> Tuple[Any, ...]:
+        ds, row, preset, seed = k
+        return (DATASETS.index(ds) if ds in DATASETS else len(DATASETS), ds,
+                list(ROWS).index(row) if row in ROWS else len(ROWS), row, preset, seed)
+    return [best[k] for k in sorted(best, key=order)]
+
+
+def curve_lines(curves: Sequence[Curve]) -> List[str]:
+    r"""Markdown: per data set, a table of test HR@20 / MRR@20 by epoch, one column
+    per run, and the published (converged) figure as the last line."""
+    if not curves:
+        return ['No run with per-epoch test figures yet.']
+    out: List[str] = []
+    for ds in [d for d in DATASETS if any(c.dataset == d for c in curves)] + sorted(
+            {c.dataset for c in curves} - set(DATASETS)):
+        cs = [c for c in curves if c.dataset == ds]
+        seeds = {c.seed for c in cs}
+        heads = [c.label + (f', seed {c.seed}' if len(seeds) > 1 else '') for c in cs]
+        out.append(f"**{DATASET_NAMES.get(ds, ds)}** (test HR@20 / MRR@20 after each "
+                   f"epoch; learning rate in brackets where it changed)")
+        out.append('')
+        out.append('| epoch | ' + ' | '.join(heads) + ' |')
+        out.append('|---|' + '---|' * len(cs))
+        last = max(p[0] for c in cs for p in c.points)
+        for epoch in range(1, last + 1):
+            cells = []
+            for c in cs:
+                at = [i for i, p in enumerate(c.points) if p[0] == epoch]
+                if not at:
+                    cells.append('')
+                    continue
+                i = at[0]
+                lr = c.lrs[i]
+                changed = i > 0 and not math.isclose(lr, c.lrs[i - 1])
+                cells.append(f'{c.points[i][1]:.2f} / {c.points[i][2]:.2f}'
+                             + (f' (lr {lr:g})' if changed else ''))
+            out.append(f'| {epoch} | ' + ' | '.join(cells) + ' |')
+        published = []
+        for c in cs:
+            ref = PAPER.get((COMPARED_AS.get(c.row, c.row), c.dataset))
+            published.append(f'{ref[0]:.2f} / {ref[1]:.2f}' if ref else '-')
+        out.append('| published (converged) | ' + ' | '.join(published) + ' |')
+        out.append('')
+    return out[:-1]
 
 
 def splice(doc: str, block: str) -> str:
@@ -603,10 +711,9 @@ def figure_data(runs: Sequence[Mapping[str, Any]]
     return out
 
 
-def render_figure(runs: Sequence[Mapping[str, Any]], path: Path) -> Optional[Path]:
-    r"""Bar chart of HR@20 and MRR@20 (ours vs the papers), one panel per data
-    set and metric. Returns ``path``, or ``None`` (with a message on stderr)
-    when matplotlib is missing or there is nothing to draw."""
+def _pyplot() -> Any:
+    """``matplotlib.pyplot`` on the Agg backend, or ``None`` (with a message on
+    stderr) when matplotlib is missing."""
     try:
         import matplotlib
         matplotlib.use('Agg')
@@ -614,6 +721,16 @@ def render_figure(runs: Sequence[Mapping[str, Any]], path: Path) -> Optional[Pat
     except ImportError:
         print("matplotlib is not installed (pip install 'tagnn-pyg[docs]' or "
               "pip install matplotlib): figure skipped", file=sys.stderr)
+        return None
+    return plt
+
+
+def render_figure(runs: Sequence[Mapping[str, Any]], path: Path) -> Optional[Path]:
+    r"""Bar chart of HR@20 and MRR@20 (ours vs the papers), one panel per data
+    set and metric. Returns ``path``, or ``None`` (with a message on stderr)
+    when matplotlib is missing or there is nothing to draw."""
+    plt = _pyplot()
+    if plt is None:
         return None
     data = figure_data(runs)
     if not data:
@@ -654,25 +771,76 @@ def render_figure(runs: Sequence[Mapping[str, Any]], path: Path) -> Optional[Pat
     return path
 
 
+def render_curves_figure(runs: Sequence[Mapping[str, Any]], path: Path) -> Optional[Path]:
+    r"""Line chart of the per-epoch test HR@20 and MRR@20 (:func:`curve_series`),
+    one panel per data set and metric, the published converged figure of each
+    row as a dashed line of its colour. Returns ``path``, or ``None`` (with a
+    message on stderr) when matplotlib is missing or there is no curve."""
+    plt = _pyplot()
+    if plt is None:
+        return None
+    curves = curve_series(runs)
+    if not curves:
+        print("no papers'-protocol run with per-epoch test figures yet: curve "
+              "figure skipped", file=sys.stderr)
+        return None
+    datasets = [d for d in DATASETS if any(c.dataset == d for c in curves)]
+    fig, axes = plt.subplots(len(datasets), 2, figsize=(11, 3.6 * len(datasets)),
+                             squeeze=False)
+    colours = plt.rcParams['axes.prop_cycle'].by_key()['color']
+    for i, ds in enumerate(datasets):
+        cs = [c for c in curves if c.dataset == ds]
+        for j, metric in enumerate(('HR@20', 'MRR@20')):
+            ax = axes[i][j]
+            values: List[float] = []
+            for n, c in enumerate(cs):
+                colour = colours[n % len(colours)]
+                ys = [p[1 + j] for p in c.points]
+                ax.plot([p[0] for p in c.points], ys, marker='o', ms=3, color=colour,
+                        label=c.label.replace('`', ''))
+                values += ys
+                ref = PAPER.get((COMPARED_AS.get(c.row, c.row), c.dataset))
+                if ref is not None:
+                    ax.axhline(ref[j], color=colour, ls='--', lw=0.8, alpha=0.7)
+                    values.append(ref[j])
+            pad = 0.05 * (max(values) - min(values) or 1.0)
+            ax.set_ylim(min(values) - pad, max(values) + pad)
+            ax.set_xlabel('epoch')
+            ax.set_ylabel(f'test {metric} (%)')
+            ax.set_title(f'{DATASET_NAMES[ds]}: {metric} (dashed: published, converged)',
+                         fontsize=9)
+            ax.xaxis.get_major_locator().set_params(integer=True)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 # ------------------------------------------------------------------ entry point
 
 
 def write_report(results_dir: Path = RESULTS_DIR, doc: Path = DOC,
-                 figure: Optional[Path] = FIGURE, knn: Optional[Path] = KNN_RESULTS) -> str:
+                 figure: Optional[Path] = FIGURE, knn: Optional[Path] = KNN_RESULTS,
+                 curves_figure: Optional[Path] = CURVES_FIGURE) -> str:
     r"""Aggregate ``results_dir`` (and the session k-NN records ``knn``) into
-    ``doc`` (and ``figure``); returns the block."""
+    ``doc`` (and the images ``figure`` and ``curves_figure``); returns the block."""
     runs = load_runs(results_dir)
     knn_records = load_knn(knn) if knn is not None else []
-    fig_ref = None
-    if figure is not None:
-        made = render_figure(runs, figure)
-        if made is not None:
-            try:
-                fig_ref = str(made.resolve().relative_to(doc.resolve().parent))
-            except ValueError:
-                fig_ref = str(made)
-            print(f"figure written to {made}")
-    block = render_markdown(runs, fig_ref, knn_records)
+    refs: List[Optional[str]] = []
+    for path, render in ((figure, render_figure), (curves_figure, render_curves_figure)):
+        made = render(runs, path) if path is not None else None
+        if made is None:
+            refs.append(None)
+            continue
+        try:
+            refs.append(str(made.resolve().relative_to(doc.resolve().parent)))
+        except ValueError:
+            refs.append(str(made))
+        print(f"figure written to {made}")
+    block = render_markdown(runs, refs[0], knn_records, curves_figure=refs[1])
     text = doc.read_text() if doc.exists() else '# Reproducing the papers\n'
     doc.parent.mkdir(parents=True, exist_ok=True)
     doc.write_text(splice(text, block))
@@ -697,11 +865,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument('--results', type=Path, default=RESULTS_DIR, help='run JSON folder')
     p.add_argument('--doc', type=Path, default=DOC, help='markdown file to update')
     p.add_argument('--figure', type=Path, default=FIGURE, help='PNG to write')
-    p.add_argument('--no-figure', action='store_true')
+    p.add_argument('--curves-figure', type=Path, default=CURVES_FIGURE,
+                   help='PNG of the per-epoch test curves to write')
+    p.add_argument('--no-figure', action='store_true', help='write neither PNG')
     args = p.parse_args(argv)
-    return exit_status(lambda: write_report(args.results, args.doc,
-                                            None if args.no_figure else args.figure),
-                       ValueError)
+    return exit_status(lambda: write_report(
+        args.results, args.doc, None if args.no_figure else args.figure,
+        curves_figure=None if args.no_figure else args.curves_figure), ValueError)
 
 
 if __name__ == '__main__':

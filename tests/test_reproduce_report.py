@@ -156,8 +156,9 @@ def test_load_runs_and_write_report(tmp_path, monkeypatch):
     doc.write_text(f'# R\n\n{rr.BEGIN}\n{rr.END}\n\nafter\n')
     # figure skipped (with a message) when matplotlib cannot be imported
     monkeypatch.setitem(sys.modules, 'matplotlib', None)
-    block = rr.write_report(res, doc, tmp_path / 'fig.png')
-    assert not (tmp_path / 'fig.png').exists()
+    block = rr.write_report(res, doc, tmp_path / 'fig.png',
+                            curves_figure=tmp_path / 'curves.png')
+    assert not (tmp_path / 'fig.png').exists() and not (tmp_path / 'curves.png').exists()
     assert '51.00 ± 1.41' in block and doc.read_text().endswith('after\n')
     (res / 'bad.json').write_text('{"row": "srgnn"}')
     with pytest.raises(ValueError, match='bad.json'):
@@ -237,3 +238,38 @@ def test_render_figure_png(tmp_path):
     assert path is not None and path.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
     assert rr.render_figure([rec(row='tagnn-L', preset='tagnn-L')],
                             tmp_path / 'none.png') is None
+
+
+def curve(*points, lrs=None):
+    lrs = lrs or [1e-3] * len(points)
+    return [{'epoch': e, 'loss': 1.0, 'lr': lr, 'test': {'HR@20': hr, 'MRR@20': mrr}}
+            for (e, hr, mrr), lr in zip(points, lrs)]
+
+
+def test_per_epoch_curves(tmp_path):
+    e1 = rec(row='tagnn', preset='tagnn', limits={'epochs': 1}, hr20=45.0, mrr20=14.5)
+    e1['curve'] = curve((1, 45.0, 14.5))
+    e2 = rec(row='tagnn', preset='tagnn', limits={'epochs': 2}, hr20=47.0, mrr20=15.0)
+    e2['curve'] = curve((1, 45.0, 14.5), (2, 47.0, 15.0), lrs=[1e-3, 1e-4])
+    pp = rec(row='tagnnpp', preset='tagnnpp-paper-diginetica', limits={'epochs': 1},
+             hr20=40.0, mrr20=12.0)
+    pp['curve'] = curve((1, 40.0, 12.0))
+    honest = rec(row='srgnn', protocol='honest')      # tests once: no curve
+    honest['curve'] = [{'epoch': 1, 'loss': 1.0, 'lr': 1e-3, 'valid': {'HR@20': 30.0}}]
+    capped = rec(row='srgnn', limits={'epochs': 1, 'max_train': 10})   # data caps
+    capped['curve'] = curve((1, 9.0, 3.0))
+    curves = rr.curve_series([e2, honest, pp, e1, capped])
+    # the longest record of the TAGNN run wins; rows in the table's order
+    assert [(c.row, c.points) for c in curves] == [
+        ('tagnn', [(1, 45.0, 14.5), (2, 47.0, 15.0)]), ('tagnnpp', [(1, 40.0, 12.0)])]
+    lines = rr.curve_lines(curves)
+    assert lines[2] == '| epoch | TAGNN (`tagnn`) | TAGNN++ (`tagnnpp-paper-diginetica`) |'
+    assert lines[4] == '| 1 | 45.00 / 14.50 | 40.00 / 12.00 |'
+    assert lines[5] == '| 2 | 47.00 / 15.00 (lr 0.0001) |  |'
+    assert lines[6] == '| published (converged) | 51.31 / 18.03 | 51.86 / 17.93 |'
+    assert rr.curve_lines([]) == ['No run with per-epoch test figures yet.']
+    assert 'Per-epoch test curves' in rr.render_markdown([e1, pp])
+    assert rr.render_curves_figure([honest], tmp_path / 'none.png') is None
+    pytest.importorskip('matplotlib')
+    path = rr.render_curves_figure([e1, e2, pp], tmp_path / 'curves.png')
+    assert path is not None and path.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
