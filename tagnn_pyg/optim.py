@@ -1,4 +1,8 @@
-r"""Adaptive gradient clipping (AGC, Brock et al. 2021), as TAGNN++ uses it.
+r"""The trainer's optimizers (:func:`make_adam`, :func:`make_adamw` with
+:func:`no_decay_groups`) and adaptive gradient clipping (AGC, Brock et al.
+2021), as TAGNN++ uses it.
+
+**AGC.**
 
 For every *unit* :math:`i` of a parameter :math:`W` (one output unit: a row of a
 weight matrix, i.e. the norm is taken over all dimensions but the first; for a
@@ -36,7 +40,7 @@ precision, unscale the gradients (``GradScaler.unscale_``) before clipping.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, List, Union
+from typing import Any, Dict, Iterable, List, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -44,7 +48,8 @@ from torch.utils.hooks import RemovableHandle
 
 ParamsT = Union[Iterable[Tensor], Iterable[Dict[str, Any]]]
 
-__all__ = ['AGC', 'adaptive_clip_grad_', 'unitwise_norm', 'make_adam']
+__all__ = ['AGC', 'adaptive_clip_grad_', 'unitwise_norm', 'make_adam', 'make_adamw',
+           'no_decay_groups', 'NO_DECAY_MODULES']
 
 
 def unitwise_norm(x: Tensor) -> Tensor:
@@ -209,3 +214,110 @@ def make_adam(parameters: ParamsT, lr: float, weight_decay: float = 0.0
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
     except (RuntimeError, TypeError, ValueError):
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+
+
+#: Module types all of whose own parameters are exempt from weight decay in
+#: :func:`no_decay_groups`: batch/instance norms (``torch.nn.BatchNorm1d`` and
+#: the others; PyG's :class:`~torch_geometric.nn.norm.BatchNorm` holds one),
+#: layer and group norms, and PReLU (its slopes).
+NO_DECAY_MODULES: Tuple[type, ...] = (
+    torch.nn.modules.batchnorm._NormBase,  # BatchNorm*d, SyncBatchNorm, InstanceNorm*d
+    torch.nn.LayerNorm,
+    torch.nn.GroupNorm,
+    torch.nn.PReLU,
+)
+
+
+def _is_bias(name: str) -> bool:
+    # `bias` (Linear, norms, ...), `bias_ih_l0` / `bias_hh_l0` (GRU, LSTM, RNN),
+    # `in_proj_bias`, `bias_k`, `bias_v` (MultiheadAttention)
+    return name == 'bias' or name.startswith('bias_') or name.endswith('_bias')
+
+
+def no_decay_groups(model: torch.nn.Module, weight_decay: float
+                    ) -> List[Dict[str, Any]]:
+    r"""Split the parameters of ``model`` into a decayed and an exempt
+    optimizer parameter group, by what each parameter is.
+
+    Exempt (``weight_decay`` 0):
+
+    * biases: a parameter whose own name (the part after the last dot) is
+      ``bias``, starts with ``bias_`` or ends with ``_bias`` (``Linear.bias``,
+      a GRU's ``bias_ih_l0`` / ``bias_hh_l0``, ``in_proj_bias``);
+    * every parameter of a module in :data:`NO_DECAY_MODULES`: batch norm
+      weights :math:`\gamma` and biases :math:`\beta` (also inside PyG's
+      ``BatchNorm``), instance, layer and group norms, and PReLU slopes.
+
+    Everything else (weight matrices, GRU weights, the item embedding table)
+    gets ``weight_decay``. On :class:`~tagnn_pyg.models.LESSR` this is the
+    released rule (``utils/train.py``, ``fix_weight_decay``: a name containing
+    ``bias``, ``batch_norm`` or ``activation``), stated by module type so that
+    it does not depend on attribute names (ours are ``norm`` and ``act``).
+    Unlike the released code, parameters with ``requires_grad=False`` are kept
+    (in their group): the optimizer leaves a parameter without a gradient
+    alone either way. A parameter shared by several modules appears once.
+
+    Args:
+        model (torch.nn.Module): the model.
+        weight_decay (float): the decay of the decayed group (:math:`\ge 0`).
+
+    Returns:
+        ``[{'params': decayed, 'weight_decay': weight_decay},
+        {'params': exempt, 'weight_decay': 0.0}]``, in ``model.parameters()``
+        order within each group (empty groups are left out). Every parameter
+        of ``model`` is in exactly one group.
+    """
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"no_decay_groups expects a torch.nn.Module (the grouping "
+                        f"needs the module types), got {type(model).__name__}")
+    if not (isinstance(weight_decay, (int, float)) and weight_decay >= 0):
+        raise ValueError(f"weight_decay must be a number >= 0, got {weight_decay!r}")
+    exempt = set()
+    for module in model.modules():
+        whole = isinstance(module, NO_DECAY_MODULES)
+        for name, param in module.named_parameters(recurse=False):
+            if whole or _is_bias(name):
+                exempt.add(id(param))
+    decay, no_decay = [], []
+    for param in model.parameters():
+        (no_decay if id(param) in exempt else decay).append(param)
+    groups = [{'params': decay, 'weight_decay': float(weight_decay)},
+              {'params': no_decay, 'weight_decay': 0.0}]
+    return [g for g in groups if g['params']]
+
+
+def make_adamw(model: torch.nn.Module, lr: float, weight_decay: float
+               ) -> torch.optim.AdamW:
+    r"""AdamW (Loshchilov & Hutter, decoupled weight decay) over the groups of
+    :func:`no_decay_groups`, as the released LESSR code trains: biases, norms
+    and PReLU slopes are not decayed. With fused single-kernel updates where
+    the parameters' device supports them, else the default implementation;
+    the same update rule either way.
+
+    For a parameter :math:`\theta` of a group with decay :math:`\lambda`, step
+    :math:`t`, gradient :math:`g_t`, :math:`\beta_1 = 0.9, \beta_2 = 0.999,
+    \epsilon = 10^{-8}`:
+
+    .. math::
+        \theta &\leftarrow \theta - \eta \lambda \theta, \\
+        m_t &= \beta_1 m_{t-1} + (1 - \beta_1) g_t, \qquad
+        v_t = \beta_2 v_{t-1} + (1 - \beta_2) g_t^2, \\
+        \theta &\leftarrow \theta - \eta \,
+            \frac{m_t / (1 - \beta_1^t)}{\sqrt{v_t / (1 - \beta_2^t)} + \epsilon}.
+
+    The decay does not pass through the moments, unlike Adam's L2
+    ``weight_decay`` (:func:`make_adam`), which adds :math:`\lambda \theta` to
+    :math:`g_t` and is then rescaled by :math:`1/\sqrt{v_t}`.
+
+    Args:
+        model (torch.nn.Module): the model whose parameters are optimized.
+        lr (float): the learning rate :math:`\eta`.
+        weight_decay (float): the decoupled decay :math:`\lambda` of the
+            decayed group (the exempt group has 0).
+    """
+    groups = no_decay_groups(model, weight_decay)
+    try:
+        return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay, fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.AdamW(no_decay_groups(model, weight_decay), lr=lr,
+                                 weight_decay=weight_decay)

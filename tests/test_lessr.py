@@ -426,6 +426,10 @@ def test_preset_builds():
     assert p.model_kwargs['dropout'] == 0.2
     assert (p.training['lr'], p.training['batch_size'], p.training['epochs'],
             p.training['patience']) == (1e-3, 512, 30, 2)
+    # released utils/train.py: AdamW, decoupled decay 1e-4 (main.py --weight-decay default)
+    assert (p.training['optimizer'], p.training['weight_decay'], p.training['lr_decay']) == \
+        ('adamw', 1e-4, 1.0)
+    assert 'AdamW' in p.description and 'replaced' not in p.description
     model = MODELS[p.model](50, **p.model_kwargs)
     assert isinstance(model, LESSR) and model.config()['hidden_channels'] == 32
 
@@ -458,10 +462,14 @@ def test_cli_train_smoke(tmp_path, capsys):
     assert main(['train', '--data', str(data_dir), '--model', 'lessr', '--out', str(out),
                  '--epochs', '1', '--hidden', '8', '--batch-size', '50',
                  '--max-test', '60', '--threads', '1', '--no-progress',
+                 '--optimizer', 'adamw', '--weight-decay', '1e-4',
                  '--device', 'cpu']) == 0
     metrics = json.loads((out / 'metrics.json').read_text())
     assert 0 <= metrics['test']['HR@20'] <= 100
-    assert json.loads((out / 'config.json').read_text())['model']['name'] == 'lessr'
+    assert metrics['schedule'].startswith('AdamW lr 0.001, decoupled weight decay 0.0001')
+    config = json.loads((out / 'config.json').read_text())
+    assert config['model']['name'] == 'lessr'
+    assert (config['train']['optimizer'], config['train']['weight_decay']) == ('adamw', 1e-4)
     assert main(['evaluate', '--checkpoint', str(out / 'best.pt'), '--data',
                  str(data_dir), '--max-test', '60', '--out', str(tmp_path / 'ev'),
                  '--no-progress']) == 0

@@ -88,3 +88,14 @@ def test_every_preset_builds(name):
     assert model.num_items == 50
     for key, value in p.model_kwargs.items():
         assert model.config()[key] == value, key
+
+
+def test_only_lessr_uses_adamw_and_every_preset_is_a_valid_train_config():
+    from tagnn_pyg.train import TrainConfig
+    assert {n for n in preset_names() if get_preset(n).training['optimizer'] != 'adam'} \
+        == {'lessr'}
+    cfg = TrainConfig.from_preset(get_preset('lessr'))
+    assert (cfg.optimizer, cfg.weight_decay, cfg.lr) == ('adamw', 1e-4, 1e-3)
+    assert cfg.describe()['schedule'].startswith('AdamW lr 0.001, decoupled weight decay')
+    for name in preset_names():
+        TrainConfig.from_preset(get_preset(name))

@@ -440,3 +440,66 @@ def test_config_validation_and_presets():
     assert TrainConfig().step_at_epoch_start is False
     assert TrainConfig(protocol='paper').step_at_epoch_start is True
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+
+
+# ----------------------------------------------------------------------- AdamW
+
+
+def test_optimizer_setting_is_checked_and_described():
+    with pytest.raises(ValueError, match=r"optimizer must be one of \('adam', 'adamw'\).*"
+                                         r"got 'sgd'"):
+        TrainConfig(optimizer='sgd')
+    with pytest.raises(ValueError, match=r"got 'AdamW'"):   # names are case-sensitive
+        TrainConfig(optimizer='AdamW')
+    assert TrainConfig().optimizer == 'adam'
+    adam = TrainConfig(weight_decay=1e-5).describe()['schedule']
+    adamw = TrainConfig(optimizer='adamw', weight_decay=1e-4).describe()['schedule']
+    assert adam.startswith('Adam lr 0.001, L2 1e-05,') and 'AdamW' not in adam
+    assert adamw.startswith('AdamW lr 0.001, decoupled weight decay 0.0001 (biases, norms, '
+                            'PReLU exempt),') and 'L2' not in adamw
+
+
+def test_trainer_builds_the_configured_optimizer(sessions):
+    model = _model(sessions, 'lessr', hidden_channels=8)
+    opt = Trainer(model, _cfg(optimizer='adamw', weight_decay=1e-4)).optimizer
+    assert isinstance(opt, torch.optim.AdamW)
+    assert [g['weight_decay'] for g in opt.param_groups] == [1e-4, 0.0]
+    n_exempt = sum(1 for n, _ in model.named_parameters()
+                   if 'bias' in n or 'norm' in n or '.act.' in n)
+    assert len(opt.param_groups[1]['params']) == n_exempt
+    opt = Trainer(_model(sessions, 'lessr', hidden_channels=8), _cfg()).optimizer
+    assert type(opt) is torch.optim.Adam and len(opt.param_groups) == 1
+
+
+def test_adamw_resume_ends_exactly_where_an_uninterrupted_run_ends(sessions, tmp_path):
+    """LESSR with AdamW (two parameter groups) killed in the middle of epoch 2 and resumed
+    from last.pt ends where the uninterrupted run ends (weights, losses, test metrics);
+    the resumed optimizer still has both groups with their decays."""
+    def run(out, resume=False, hook=None):
+        cfg = _cfg(epochs=2, protocol='paper', optimizer='adamw', weight_decay=1e-2,
+                   lr_decay_step=1, lr_decay=0.5)
+        sp = _splits(cfg, sessions)
+        model = _model(sessions, 'lessr', hidden_channels=8, dropout=0.2)
+        trainer = Trainer(model, cfg, out_dir=out, on_batch_end=hook)
+        return model, trainer, trainer.fit(sp.train, sp.valid, sp.test, resume=resume)
+
+    straight, _, r_straight = run(tmp_path / 'a')
+
+    def kill(epoch, batch):
+        if epoch == 2 and batch == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / 'b', hook=kill)
+    ckpt = load_checkpoint(tmp_path / 'b' / 'last.pt')
+    assert ckpt['epoch'] == 1
+    assert [g['weight_decay'] for g in ckpt['optimizer']['param_groups']] == [1e-2, 0.0]
+    killed, trainer, r_killed = run(tmp_path / 'b', resume=True)
+    assert [g['weight_decay'] for g in trainer.optimizer.param_groups] == [1e-2, 0.0]
+    for k, v in straight.state_dict().items():
+        torch.testing.assert_close(killed.state_dict()[k], v, rtol=0, atol=1e-6)
+    assert r_killed['test'] == r_straight['test']
+    assert [h['train_loss'] for h in r_killed['history']] == pytest.approx(
+        [h['train_loss'] for h in r_straight['history']], abs=1e-9)
+    assert [h['lr'] for h in r_killed['history']] == [h['lr'] for h in r_straight['history']]
+    assert 'decoupled weight decay' in r_killed['schedule']

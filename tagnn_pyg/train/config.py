@@ -9,7 +9,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 
 PROTOCOLS = ('honest', 'paper')
 VALID_SPLITS = ('temporal', 'random')
-OPTIMIZERS = ('adam', )
+OPTIMIZERS = ('adam', 'adamw')
 WEIGHTINGS = ('binary', 'count')
 
 #: Training-config fields that may differ between a run and its resumption.
@@ -36,9 +36,13 @@ class TrainConfig:
         batch_size (int): training sequences per batch.
         eval_batch_size (int, optional): sequences per evaluation batch
             (``None``: ``batch_size``).
-        optimizer (str): ``'adam'`` (``weight_decay`` as Adam's L2 term, as released).
+        optimizer (str): ``'adam'`` (``weight_decay`` as Adam's L2 term, as
+            SR-GNN/TAGNN release it) or ``'adamw'`` (AdamW: ``weight_decay``
+            decoupled from the gradient, biases, batch/layer norms and PReLU
+            slopes exempt, as LESSR releases it; :func:`tagnn_pyg.optim.make_adamw`).
         lr (float): initial learning rate.
-        weight_decay (float): L2 penalty.
+        weight_decay (float): L2 penalty (``'adam'``) or decoupled weight decay
+            (``'adamw'``).
         lr_decay (float): ``StepLR`` factor :math:`\gamma`.
         lr_decay_step (int): ``StepLR`` step size in epochs.
         scheduler_step_at_epoch_start (bool, optional): call
@@ -132,7 +136,9 @@ class TrainConfig:
         if self.valid not in VALID_SPLITS:
             raise ValueError(f"valid must be one of {VALID_SPLITS}, got {self.valid!r}")
         if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS} ('adam': Adam with L2 "
+                             f"weight_decay, 'adamw': AdamW with decoupled weight decay), "
+                             f"got {self.optimizer!r}")
         if self.weighting not in WEIGHTINGS:
             raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {self.weighting!r}")
         for name in ('epochs', 'batch_size', 'lr_decay_step', 'check_every'):
@@ -241,6 +247,11 @@ def describe_schedule(cfg: TrainConfig) -> str:
     first = cfg.lr_decay_step - 1 if cfg.step_at_epoch_start else cfg.lr_decay_step
     where = ('stepped at the start of each epoch as in the released code'
              if cfg.step_at_epoch_start else 'stepped at the end of each epoch')
-    return (f"Adam lr {cfg.lr:g}, L2 {cfg.weight_decay:g}, x{cfg.lr_decay:g} every "
+    if cfg.optimizer == 'adamw':
+        opt = (f"AdamW lr {cfg.lr:g}, decoupled weight decay {cfg.weight_decay:g} "
+               f"(biases, norms, PReLU exempt)")
+    else:
+        opt = f"Adam lr {cfg.lr:g}, L2 {cfg.weight_decay:g}"
+    return (f"{opt}, x{cfg.lr_decay:g} every "
             f"{cfg.lr_decay_step} epochs ({where}: first decay after epoch {first})")
 

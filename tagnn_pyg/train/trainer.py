@@ -22,7 +22,7 @@ from torch import Tensor
 from .. import distributed as _dist
 from ..checkpoint import (CheckpointError, config_with_defaults, get_rng_state,
                           load_checkpoint, save_checkpoint, set_rng_state)
-from ..optim import AGC, make_adam
+from ..optim import AGC, make_adam, make_adamw
 from ..utils.io import atomic_write_text
 from .config import RESUMABLE_CHANGES, TrainConfig, describe_protocol, describe_schedule
 from .evaluation import evaluate
@@ -160,8 +160,12 @@ class Trainer:
         self.warnings: List[str] = []
         self._lock: Any = None
 
-        self.optimizer = make_adam(self.model.parameters(), lr=cfg.lr,
-                                   weight_decay=cfg.weight_decay)
+        if cfg.optimizer == 'adamw':
+            self.optimizer: torch.optim.Optimizer = make_adamw(
+                self.model, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        else:
+            self.optimizer = make_adam(self.model.parameters(), lr=cfg.lr,
+                                       weight_decay=cfg.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.StepLR(
             self.optimizer, step_size=cfg.lr_decay_step, gamma=cfg.lr_decay)
         self.agc = None
