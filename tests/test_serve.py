@@ -201,10 +201,73 @@ def test_torch_export_matches(tmp_path, model):
         assert torch.allclose(got[:, 1:], ref[:, 1:], atol=1e-5)
 
 
-def test_export_refuses_what_it_cannot_trace(tmp_path):
+@pytest.mark.parametrize('layer', ['paper', 'released'])
+def test_tagnnpp_pt2_export_matches(tmp_path, layer):
+    from tagnn_pyg.checkpoint import save_checkpoint
+    from tagnn_pyg.models import TAGNNPlusPlus
+    torch.manual_seed(0)
+    model = TAGNNPlusPlus(NUM_ITEMS, 16, heads=2, layer=layer).eval()
+    path = tmp_path / 'c.pt'
+    save_checkpoint(path, model=model, model_name='tagnnpp', num_items=NUM_ITEMS,
+                    item_ids=ITEM_IDS, train_config={'weighting': 'binary'})
+    side = _export(path, 'pt2', tmp_path / 'c.pt2', max_session_length=9)
+    assert side['max_session_length'] == 9
+    rec = Recommender.from_checkpoint(path, backend='pt2')
+    assert rec.max_session_length == 9 and rec.info()['backend'] == 'pt2'
+    for sessions in (_internal(SESSIONS), [[5]], [[1, 2, 3, 4, 5, 6, 7, 8, 9]] * 9,
+                     [[1, 2], [3, 4, 5, 6, 7, 8, 9, 10, 11], [12]]):
+        batch = rec._batch(sessions)
+        with torch.no_grad():
+            ref = model(batch)
+        got = rec.scorer(batch)
+        assert got.shape == ref.shape
+        assert (got[:, 1:] - ref[:, 1:]).abs().max() <= 1e-5
+        assert torch.equal(got.topk(20).indices, ref.topk(20).indices)
+    with pytest.raises(RecommendError, match='sessions.1. has 10 clicks, more than '
+                                             'max_session_length = 9'):
+        rec.recommend([['i1'], ['i2'] * 10])
+    with pytest.raises(ValueError, match='max_session_length = 10 is more than the 9'):
+        Recommender.from_checkpoint(path, backend='pt2', max_session_length=10)
+    assert Recommender.from_checkpoint(path, backend='pt2',
+                                       max_session_length=4).max_session_length == 4
+
+
+def _export(*args, **kwargs):
     from tagnn_pyg.serve.export import export_model
-    with pytest.raises(ValueError, match='SessionTransformer'):
-        export_model(tiny_checkpoint(tmp_path / 'c.pt', 'tagnnpp'), 'pt2', tmp_path / 'm.pt2')
+    return export_model(*args, **kwargs)
+
+
+def test_export_length_checks_and_refusals(tmp_path):
+    from tagnn_pyg.checkpoint import save_checkpoint
+    from tagnn_pyg.models import TAGNNPlusPlus
+    # the released padding stays refused: its scores depend on the data set's longest session
+    torch.manual_seed(0)
+    padded = TAGNNPlusPlus(NUM_ITEMS, 16, layer='released', released_padding=True)
+    path = tmp_path / 'padded.pt'
+    save_checkpoint(path, model=padded, model_name='tagnnpp', num_items=NUM_ITEMS,
+                    item_ids=ITEM_IDS, train_config={'weighting': 'binary'})
+    for fmt in ('pt2', 'onnx'):
+        with pytest.raises(ValueError, match='released_padding=True.*longest session'):
+            _export(path, fmt, tmp_path / f'm.{fmt}')
+    assert not (tmp_path / 'm.pt2').exists()
+    # the fixed length is capped by the positional embeddings
+    small = TAGNNPlusPlus(NUM_ITEMS, 16, max_length=50)
+    path = tmp_path / 'small.pt'
+    save_checkpoint(path, model=small, model_name='tagnnpp', num_items=NUM_ITEMS,
+                    item_ids=ITEM_IDS, train_config={'weighting': 'binary'})
+    with pytest.raises(ValueError, match='max_session_length=51 is more than the '
+                                         'max_length=50 positions'):
+        _export(path, 'pt2', tmp_path / 'm.pt2', max_session_length=51)
+    with pytest.raises(ValueError, match='max_session_length must be a positive int, got 0'):
+        _export(path, 'pt2', tmp_path / 'm.pt2', max_session_length=0)
+    assert _export(path, 'pt2', tmp_path / 'm.pt2')['max_session_length'] == 50
+    # SR-GNN and TAGNN take any length unless a limit is given
+    srgnn = tiny_checkpoint(tmp_path / 's.pt', 'srgnn')
+    assert _export(srgnn, 'pt2', tmp_path / 's.pt2')['max_session_length'] is None
+    assert Recommender.from_checkpoint(srgnn, backend='pt2').max_session_length == 200
+    _export(srgnn, 'pt2', tmp_path / 's.pt2', max_session_length=3)
+    with pytest.raises(RecommendError, match='more than max_session_length = 3'):
+        Recommender.from_checkpoint(srgnn, backend='pt2').recommend([['i1'] * 4])
 
 
 def test_cli_help_is_light():
@@ -227,3 +290,8 @@ def test_cli_export_pt2(tmp_path, capsys):
                  '--out', str(tmp_path / 'm.pt2')]) == 0
     assert (tmp_path / 'm.pt2').is_file() and (tmp_path / 'm.pt2.json').is_file()
     assert '"format": "pt2"' in capsys.readouterr().out
+    path = tiny_checkpoint(tmp_path / 'pp.pt', 'tagnnpp')
+    assert main(['export', '--checkpoint', str(path), '--format', 'pt2',
+                 '--out', str(tmp_path / 'pp.pt2'), '--max-session-length', '30']) == 0
+    assert '"max_session_length": 30' in capsys.readouterr().out
+    assert Recommender.from_checkpoint(path, backend='pt2').max_session_length == 30

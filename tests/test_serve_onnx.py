@@ -1,6 +1,6 @@
 """The ONNX backend equals the torch backend on 1,000 real Diginetica test
-sessions (a small TAGNN trained a few steps; needs the ``onnx`` extra, skipped
-without it and run in CI)."""
+sessions (a small TAGNN and TAGNN++ trained a few steps; needs the ``onnx``
+extra, skipped without it and run in CI)."""
 import pytest
 import torch
 
@@ -8,8 +8,8 @@ from conftest import require_shared
 from serve_utils import require_module, tiny_checkpoint
 from tagnn_pyg.checkpoint import save_checkpoint
 from tagnn_pyg.data.batching import build_session_batch
-from tagnn_pyg.models import TAGNN
-from tagnn_pyg.serve import Recommender
+from tagnn_pyg.models import TAGNN, TAGNNPlusPlus
+from tagnn_pyg.serve import RecommendError, Recommender
 from tagnn_pyg.serve.export import export_model
 
 require_module('onnxruntime')
@@ -24,9 +24,9 @@ def diginetica():
     return load_session_data('diginetica', root=SHARED_DATASETS)
 
 
-def _trained(data, steps=5):
+def _trained(data, steps=5, model=None):
     torch.manual_seed(0)
-    model = TAGNN(data.num_items, 16)
+    model = TAGNN(data.num_items, 16) if model is None else model
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     for step in range(steps):
         part = data.train[step * 100:(step + 1) * 100]
@@ -75,3 +75,57 @@ def test_onnx_backend_checks(tmp_path):
         Recommender.from_checkpoint(other).recommend([['i5']], k=3)[0].items
     with pytest.raises(ValueError, match='retrieval=.mips. needs the torch model'):
         Recommender(None, 60, scorer=rec.scorer, retrieval='mips')
+
+
+@pytest.mark.parametrize('layer', ['paper', 'released'])
+def test_tagnnpp_onnx_and_pt2_equal_torch_on_real_sessions(tmp_path, diginetica, layer):
+    torch.manual_seed(0)
+    model = _trained(diginetica, model=TAGNNPlusPlus(diginetica.num_items, 16, heads=2,
+                                                     layer=layer))
+    path = tmp_path / 'best.pt'
+    save_checkpoint(path, model=model, model_name='tagnnpp', num_items=diginetica.num_items,
+                    train_config={'weighting': 'binary'})
+    for fmt in ('onnx', 'pt2'):
+        side = export_model(path, fmt, tmp_path / f'best.{fmt}')
+        assert side['max_session_length'] == 200
+    torch_rec = Recommender.from_checkpoint(path)
+    recs = {fmt: Recommender.from_checkpoint(path, backend=fmt) for fmt in ('onnx', 'pt2')}
+    assert all(r.max_session_length == 200 for r in recs.values())
+    sessions = [s for s in diginetica.test[:1000].to_lists() if len(s) <= 200]
+    assert len(sessions) >= 990 and max(len(s) for s in sessions) >= 20
+    for start in range(0, len(sessions), 250):
+        batch = torch_rec._batch(sessions[start:start + 250])
+        with torch.no_grad():
+            ref = model(batch)                  # the trained model, default path
+        for fmt, rec in recs.items():
+            got = rec.scorer(batch)
+            assert got.shape == ref.shape, fmt
+            assert (got[:, 1:] - ref[:, 1:]).abs().max() <= 1e-4, fmt
+            assert torch.isinf(got[:, 0]).all(), fmt
+            assert torch.equal(got.topk(20).indices, ref.topk(20).indices), fmt
+    a = torch_rec.recommend(sessions[:50], k=20)
+    for rec in recs.values():
+        assert [r.items for r in rec.recommend(sessions[:50], k=20)] == [r.items for r in a]
+
+
+def test_tagnnpp_onnx_refuses_longer_sessions(tmp_path):
+    path = tiny_checkpoint(tmp_path / 'c.pt', 'tagnnpp')
+    side = export_model(path, 'onnx', tmp_path / 'c.onnx', max_session_length=6)
+    assert side['max_session_length'] == 6
+    rec = Recommender.from_checkpoint(path, backend='onnx')
+    assert rec.max_session_length == 6 and rec.info()['backend'] == 'onnx'
+    assert len(rec.recommend([['i3'] * 6], k=3)[0].items) == 3
+    with pytest.raises(RecommendError, match='sessions.0. has 7 clicks, more than '
+                                             'max_session_length = 6'):
+        rec.recommend([['i3'] * 7], k=3)
+    with pytest.raises(ValueError, match=r'max_session_length = 7 is more than the 6 '
+                                         r'clicks .*--max-session-length 7'):
+        Recommender.from_checkpoint(path, backend='onnx', max_session_length=7)
+    # the graph itself, fed a longer session, gives NaN for it (never truncated
+    # scores) and leaves the other sessions exact
+    batch = rec._batch([[3, 4, 5], [7] * 7, [8, 9]])
+    got = rec.scorer(batch)
+    with torch.no_grad():
+        ref = Recommender.from_checkpoint(path).model(batch)
+    assert torch.isnan(got[1, 1:]).all()
+    assert (got[[0, 2], 1:] - ref[[0, 2], 1:]).abs().max() <= 1e-5

@@ -133,3 +133,87 @@ def test_init_repr_errors():
     x, index = positions()
     with pytest.raises(ValueError, match='a session has 5 clicks, more than max_length=4'):
         short(x.float(), index)
+
+
+# ---------------------------------------------------------------- static length (export)
+STATIC_L = 5
+STATIC_LENGTHS = [3, 1, STATIC_L, 1, 2]      # length-1 sessions and one of exactly L
+
+
+def interleaved(seed, lengths=STATIC_LENGTHS, dtype=torch.double):
+    """Positions of ``lengths`` sessions in a random interleaving (each session in
+    click order), the clicks of each session, and where each session's clicks went."""
+    g = torch.Generator().manual_seed(seed)
+    clicks = [torch.randn(n, D, generator=g, dtype=dtype) for n in lengths]
+    labels = torch.repeat_interleave(torch.arange(len(lengths)), torch.tensor(lengths))
+    index = labels[torch.randperm(labels.numel(), generator=g)]
+    slots = [(index == b).nonzero().view(-1) for b in range(len(lengths))]
+    x = torch.empty(index.numel(), D, dtype=dtype)
+    for b, s in enumerate(slots):
+        x[s] = clicks[b]
+    return x, index, clicks, slots
+
+
+STATIC_CONFIGS = [dict(norm='post'), dict(norm='post', positional=False),
+                  dict(norm='released'), dict(norm='released', positional=True)]
+
+
+@pytest.mark.parametrize('config', STATIC_CONFIGS)
+def test_static_length_equals_default_and_hand_written(config):
+    torch.manual_seed(4)
+    layer = SessionTransformer(D, heads=HEADS, max_length=8, **config).double().eval()
+    x, index, clicks, slots = interleaved(seed=4)
+    B = len(STATIC_LENGTHS)
+    assert not (torch.diff(index) >= 0).all()           # really interleaved
+    default = layer(x, index, dim_size=B)
+    layer.static_length = STATIC_L
+    static = layer(x, index, dim_size=B)
+    torch.testing.assert_close(static, default, rtol=0, atol=1e-6)
+    # the equations written out, session by session (independent of both paths)
+    for b, s in enumerate(slots):
+        torch.testing.assert_close(static[s], hand_written(layer, clicks[b]),
+                                   rtol=0, atol=1e-6)
+    # a longer fixed length and empty trailing sessions change nothing, give no NaN
+    layer.static_length = 8
+    torch.testing.assert_close(layer(x, index, dim_size=B + 2), default, rtol=0, atol=1e-6)
+    # float32, sorted sessions as the models pass them
+    layer.float()
+    xs, idx = x.float()[torch.sort(index, stable=True)[1]], torch.sort(index)[0]
+    layer.static_length = None
+    ref = layer(xs, idx, dim_size=B)
+    layer.static_length = STATIC_L
+    torch.testing.assert_close(layer(xs, idx, dim_size=B), ref, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize('norm', ['post', 'released'])
+def test_static_length_gradients_equal_default(norm):
+    torch.manual_seed(5)
+    layer = SessionTransformer(D, heads=HEADS, dropout=0.0, norm=norm).double().train()
+    x, index, _, _ = interleaved(seed=5)
+    B = len(STATIC_LENGTHS)
+    w = torch.randn(x.shape, dtype=torch.double)
+
+    def grads(static_length):
+        layer.static_length = static_length
+        layer.zero_grad()
+        xg = x.clone().requires_grad_()
+        (layer(xg, index, dim_size=B) * w).sum().backward()
+        return [xg.grad] + [p.grad.clone() for p in layer.parameters()]
+
+    for a, b in zip(grads(None), grads(STATIC_L)):
+        torch.testing.assert_close(b, a, rtol=0, atol=1e-6)
+
+
+def test_static_length_errors():
+    layer = SessionTransformer(D, heads=HEADS, max_length=6).eval()
+    x, index, _, _ = interleaved(seed=6, dtype=torch.float)
+    layer.static_length = STATIC_L - 1
+    with pytest.raises(ValueError, match=r"a session has 5 clicks, more than "
+                                         r"static_length=4.*never truncated"):
+        layer(x, index, dim_size=len(STATIC_LENGTHS))
+    layer.static_length = STATIC_L
+    with pytest.raises(ValueError, match='static_length needs dim_size'):
+        layer(x, index)
+    layer.static_length = 7
+    with pytest.raises(ValueError, match=r'static_length must be in \[1, 6\].*got 7'):
+        layer(x, index, dim_size=len(STATIC_LENGTHS))

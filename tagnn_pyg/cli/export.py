@@ -8,7 +8,7 @@ import argparse
 import json
 from typing import Any
 
-from .common import UserError, add_checkpoint_parser, add_debug
+from .common import UserError, add_checkpoint_parser, add_debug, positive_int
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -17,6 +17,11 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument('--format', required=True, choices=('onnx', 'pt2'), dest='fmt',
                    help='onnx or pt2')
     p.add_argument('--out', required=True, metavar='FILE', help='the file to write')
+    p.add_argument('--max-session-length', type=positive_int, default=None, metavar='L',
+                   help='longest session the export takes, recorded in FILE.json and '
+                        'enforced by the Recommender of the file; TAGNN++ pads every '
+                        'session to L in its Transformer layer (default: 200, at most the '
+                        "positional embeddings' max_length; SR-GNN, TAGNN: no limit)")
     add_debug(p)
     p.set_defaults(run=run)
     return p
@@ -33,9 +38,11 @@ def run(args: argparse.Namespace) -> int:
                             f"pip install 'tagnn-pyg[onnx]'") from None
     from ..serve.export import export_model
 
-    side = export_model(args.checkpoint, args.fmt, args.out)
+    side = export_model(args.checkpoint, args.fmt, args.out,
+                        max_session_length=args.max_session_length)
     print(json.dumps({'out': str(args.out), 'sidecar': f"{args.out}.json",
                       'format': args.fmt, 'model': side['model'],
                       'num_items': side['num_items'],
+                      'max_session_length': side['max_session_length'],
                       'inputs': [i['name'] for i in side['inputs']]}, indent=2))
     return 0

@@ -55,8 +55,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    help='largest k (default: 1000)')
     p.add_argument('--max-sessions', type=positive_int, default=1024, metavar='N',
                    help='most sessions per request (default: 1024)')
-    p.add_argument('--max-session-length', type=positive_int, default=200, metavar='L',
-                   help='most clicks per session (default: 200)')
+    p.add_argument('--max-session-length', type=positive_int, default=None, metavar='L',
+                   help="most clicks per session (default: 200; with --backend onnx the "
+                        "export's max_session_length when it has one, and no more than it)")
     p.add_argument('--max-body-bytes', type=positive_int, default=1 << 20, metavar='N',
                    help='largest request body (default: 1048576)')
     p.add_argument('--graceful-timeout', type=_non_negative, default=30.0, metavar='S',
@@ -75,8 +76,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> Dict[str, Any]:
     r"""The JSON-able service configuration of the command line."""
     rec: Dict[str, Any] = {'retrieval': args.retrieval, 'num_candidates': args.num_candidates,
-                           'max_k': args.max_k, 'max_sessions': args.max_sessions,
-                           'max_session_length': args.max_session_length}
+                           'max_k': args.max_k, 'max_sessions': args.max_sessions}
+    if args.max_session_length is not None:
+        rec['max_session_length'] = args.max_session_length
     if args.popularity is not None:
         rec['popularity'] = args.popularity
         rec['root'] = args.root

@@ -59,6 +59,29 @@ class SessionTransformer(torch.nn.Module):
     session graph (padding node included) and never uses its positional
     embeddings; here it always runs over the clicks in click order.
 
+    **Static length (export).** With :attr:`static_length` set to :math:`L`
+    (``None`` by default; :func:`tagnn_pyg.serve.export.export_model` sets it
+    on the copy it exports), the padded batch has exactly :math:`L` slots per
+    session whatever the batch, so no size depends on the data (what
+    ``torch.export`` and ONNX need). With the counts
+    :math:`n_b = \sum_i [\mathrm{index}_i = b]` (a ``scatter_add`` into
+    ``zeros(B)``) and their exclusive cumulative sum :math:`o_b`, the
+    :math:`i`-th position in session order goes to slot
+
+    .. math::
+        \mathrm{slot}_i = L \cdot \mathrm{index}_i + (i - o_{\mathrm{index}_i})
+
+    of a ``[B * L, d]`` zero tensor (``index_copy``), the key-padding mask is
+    :math:`l \ge n_b`, and the outputs are gathered back from the same slots.
+    The values equal the default path's (masked slots get zero attention
+    weight); the cost is attention over :math:`L` slots per session instead of
+    the batch's longest. A session longer than :math:`L` raises a
+    :class:`ValueError` in eager mode; in a traced (exported) graph, where no
+    data-dependent check can raise, its outputs are NaN instead (its slots are
+    clamped to its own row, so no other session is affected): callers must
+    refuse such sessions first, as the :class:`~tagnn_pyg.serve.Recommender`
+    does.
+
     Args:
         channels (int): Feature size :math:`d`.
         heads (int, optional): Attention heads (must divide ``channels``).
@@ -113,6 +136,8 @@ class SessionTransformer(torch.nn.Module):
         self.max_length = int(max_length)
         self.norm = norm
         self.ff_channels = int(ff_channels) if ff_channels is not None else 4 * self.channels
+        #: Fixed slots per session (export only; ``None``: the batch's longest).
+        self.static_length: Optional[int] = None
         if self.ff_channels < 1:
             raise ValueError(f"ff_channels must be a positive integer, got {ff_channels!r}")
 
@@ -166,6 +191,9 @@ class SessionTransformer(torch.nn.Module):
             raise ValueError(f"x must have shape [num_positions, {self.channels}], "
                              f"got {list(x.shape)}")
         index = resolve_index(x, index, ptr)
+        static_length = getattr(self, 'static_length', None)
+        if static_length is not None:
+            return self._forward_static(x, index, dim_size, int(static_length))
         # Group positions by session, keeping click order (no-op when sorted).
         perm = torch.sort(index, stable=True)[1]
         xd, mask = to_dense_batch(x[perm], index[perm], batch_size=dim_size)
@@ -184,18 +212,65 @@ class SessionTransformer(torch.nn.Module):
             # Position 0 is real in every non-empty session; unmasking it for
             # empty sessions avoids all-masked rows (NaN) in their padded slots.
             key_padding[:, 0] = False
-        h, _ = self.attn(xd, xd, xd, attn_mask=causal, key_padding_mask=key_padding,
-                         need_weights=False)
-        if self.norm == 'released':
-            out = h + self.norm1(xd)
-        else:
-            out = self.norm1(xd + self.dropout1(h))
-            if self.feed_forward:
-                ff = self.lin2(self.dropout_ff(torch.relu(self.lin1(out))))
-                out = self.norm2(out + self.dropout2(ff))
+        out = self._dense(xd, causal, key_padding)
         result = torch.empty_like(x, dtype=out.dtype)
         result[perm] = out[mask]
         return result
+
+    def _dense(self, xd: Tensor, causal: Tensor, key_padding: Tensor) -> Tensor:
+        r"""The layer on the padded batch ``[B, L, d]``."""
+        h, _ = self.attn(xd, xd, xd, attn_mask=causal, key_padding_mask=key_padding,
+                         need_weights=False)
+        if self.norm == 'released':
+            return h + self.norm1(xd)
+        out = self.norm1(xd + self.dropout1(h))
+        if self.feed_forward:
+            ff = self.lin2(self.dropout_ff(torch.relu(self.lin1(out))))
+            out = self.norm2(out + self.dropout2(ff))
+        return out
+
+    def _forward_static(self, x: Tensor, index: Tensor, dim_size: Optional[int],
+                        length: int) -> Tensor:
+        r"""The layer with exactly ``length`` slots per session: every size
+        comes from ``x``, ``dim_size`` and ``length`` (see the class docstring)."""
+        if dim_size is None:
+            raise ValueError("static_length needs dim_size (the number of sessions B, "
+                             "from a tensor size such as last.size(0)): B = "
+                             "index.max() + 1 is data-dependent")
+        if length < 1:
+            raise ValueError(f"static_length must be a positive int, got {length}")
+        if self.pos_emb is not None and length > self.max_length:
+            raise ValueError(f"static_length must be in [1, {self.max_length}] "
+                             f"(max_length of the positional embeddings), got {length}")
+        B, (N, d) = dim_size, x.shape
+        steps_n = torch.arange(N, device=x.device)
+        # The stable sort by session, as a sort of unique keys (ONNX has no stable sort).
+        perm = torch.sort(index * N + steps_n)[1]
+        counts = index.new_zeros(B).scatter_add_(0, index, torch.ones_like(index))
+        if not torch.compiler.is_compiling() and index.numel() > 0:
+            longest = int(counts.max())
+            if longest > length:
+                raise ValueError(f"a session has {longest} clicks, more than "
+                                 f"static_length={length}; refuse longer sessions "
+                                 f"before scoring (sessions are never truncated)")
+        offset = counts.cumsum(0) - counts                  # first position of each session
+        sorted_index = index[perm]
+        rank = steps_n - offset[sorted_index]
+        # A session longer than L stays in its own row (clamped) and is poisoned below.
+        slot = sorted_index * length + rank.clamp(max=length - 1)
+        xd = x.new_zeros(B * length, d).index_copy(0, slot, x[perm]).view(B, length, d)
+        if self.pos_emb is not None:
+            xd = xd + self.pos_emb.weight[:length]
+        steps = torch.arange(length, device=x.device)
+        causal = steps[None, :] > steps[:, None]
+        # Slot 0 unmasked in every row: no all-masked row (NaN) for empty sessions.
+        key_padding = (steps[None, :] >= counts[:, None]) & (steps[None, :] > 0)
+        out = self._dense(xd, causal, key_padding).reshape(B * length, -1)
+        gathered = out.index_select(0, slot)
+        too_long = (counts > length)[sorted_index]
+        gathered = torch.where(too_long[:, None], torch.full_like(gathered, float('nan')),
+                               gathered)
+        return torch.zeros_like(gathered).index_copy(0, perm, gathered)
 
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}({self.channels}, heads={self.heads}, '

@@ -23,13 +23,23 @@ output ``scores`` is float32 ``[sessions, num_items]`` (column ``j`` = internal
 item id ``j``, column 0 = :math:`-\infty`), the logits of ``model(batch)``.
 
 The sidecar ``FILE.json`` holds ``format``, ``model``, ``num_items``,
-``item_ids`` (raw id of each internal id, or ``null``), ``weighting`` and the
-input contract.
+``item_ids`` (raw id of each internal id, or ``null``), ``weighting``,
+``max_session_length`` (the longest session the exported graph takes, or
+``null`` for any length) and the input contract.
 
 TargetAttention picks its chunk of targets from the number of positions
 (a shape guard no dynamic export can keep); the exported copy uses a fixed
 chunk of :data:`EXPORT_CHUNK` targets instead. Chunks only split the target
 columns, so every score is computed by the same operations.
+
+TAGNN++'s :class:`~tagnn_pyg.nn.SessionTransformer` pads each session to the
+batch's longest, a data-dependent shape; the exported copy pads every session
+to a fixed :math:`L` (``SessionTransformer.static_length``, the export's
+``max_session_length``, default :data:`DEFAULT_MAX_SESSION_LENGTH` capped by
+the positional embeddings' ``max_length``), recorded in the sidecar. Longer
+sessions must be refused before scoring (the
+:class:`~tagnn_pyg.serve.Recommender` of an exported file does; the exported
+graph itself returns NaN scores for them, never truncated ones).
 """
 from __future__ import annotations
 
@@ -43,8 +53,9 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 import torch
 from torch import Tensor
 
-__all__ = ['INPUTS', 'FORMATS', 'EXPORT_CHUNK', 'ScoringModule', 'export_model',
-           'batch_inputs', 'OnnxScorer', 'load_sidecar']
+__all__ = ['INPUTS', 'FORMATS', 'EXPORT_CHUNK', 'DEFAULT_MAX_SESSION_LENGTH',
+           'ScoringModule', 'export_model', 'batch_inputs', 'OnnxScorer', 'Pt2Scorer',
+           'load_sidecar']
 
 #: ``(name, dtype, dynamic axes)`` of the exported graph's inputs, in order.
 INPUTS: Tuple[Tuple[str, str, Tuple[str, ...]], ...] = (
@@ -59,6 +70,9 @@ INPUTS: Tuple[Tuple[str, str, Tuple[str, ...]], ...] = (
 FORMATS = ('onnx', 'pt2')
 #: Targets per TargetAttention chunk in exported models.
 EXPORT_CHUNK = 4096
+#: Default fixed session length :math:`L` of an exported TAGNN++ (the
+#: :class:`~tagnn_pyg.serve.Recommender`'s default ``max_session_length``).
+DEFAULT_MAX_SESSION_LENGTH = 200
 SIDECAR_FORMAT = 'tagnn-pyg-export'
 
 
@@ -84,23 +98,42 @@ def batch_inputs(batch: Any) -> Tuple[Tensor, ...]:
     return tuple(getattr(batch, name) for name, _, _ in INPUTS)
 
 
-def _exportable(model: torch.nn.Module, name: str) -> torch.nn.Module:
+def _exportable(model: torch.nn.Module, name: str,
+                max_session_length: Optional[int] = None
+                ) -> Tuple[torch.nn.Module, Optional[int]]:
+    r"""An eval-mode copy of ``model`` that the exporters can trace, and the
+    longest session it takes (``None``: any length)."""
+    from ..nn.session_transformer import SessionTransformer
+
+    if max_session_length is not None and (
+            not isinstance(max_session_length, int) or isinstance(max_session_length, bool)
+            or max_session_length < 1):
+        raise ValueError(f"max_session_length must be a positive int, got "
+                         f"{max_session_length!r}")
     if getattr(model, 'released_padding', False):
         raise ValueError(f"model {name!r} emulates the released padding "
                          f"(released_padding=True), whose scores depend on the data "
                          f"set's longest session: export a model trained with "
                          f"released_padding=False")
-    if getattr(model, 'transformer', None) is not None:
-        raise ValueError(
-            f"model {name!r} has a SessionTransformer, which pads positions with "
-            f"to_dense_batch to the batch's longest session: a data-dependent shape "
-            f"that torch.export cannot trace (GuardOnDataDependentSymNode in "
-            f"to_dense_batch's int(num_nodes.max())); serve it with backend='torch'")
     model = copy.deepcopy(model).eval()
+    length = max_session_length
+    layers = [m for m in model.modules() if isinstance(m, SessionTransformer)]
+    for layer in layers:
+        cap = layer.max_length if layer.pos_emb is not None else None
+        if length is None:
+            length = DEFAULT_MAX_SESSION_LENGTH if cap is None \
+                else min(DEFAULT_MAX_SESSION_LENGTH, cap)
+        if cap is not None and length > cap:
+            raise ValueError(f"max_session_length={length} is more than the "
+                             f"max_length={cap} positions of model {name!r}'s "
+                             f"positional embeddings: export with "
+                             f"max_session_length <= {cap}")
+    for layer in layers:
+        layer.static_length = length
     for module in model.modules():
         if type(module).__name__ == 'TargetAttention':
             module.chunk_size = EXPORT_CHUNK
-    return model
+    return model, length
 
 
 def _example(num_items: int, weighting: str) -> Tuple[Tensor, ...]:
@@ -119,8 +152,8 @@ def _dynamic_shapes() -> Dict[str, Dict[int, Any]]:
             for name, _, axes in INPUTS}
 
 
-def export_model(checkpoint: Union[str, Path], fmt: str, out: Union[str, Path]
-                 ) -> Dict[str, Any]:
+def export_model(checkpoint: Union[str, Path], fmt: str, out: Union[str, Path],
+                 max_session_length: Optional[int] = None) -> Dict[str, Any]:
     r"""Export the scoring of a checkpoint's model.
 
     Args:
@@ -128,6 +161,14 @@ def export_model(checkpoint: Union[str, Path], fmt: str, out: Union[str, Path]
         fmt (str): ``'onnx'`` (``torch.onnx.export(..., dynamo=True)``) or
             ``'pt2'`` (``torch.export.export`` + ``torch.export.save``).
         out (str or Path): the file to write; the sidecar goes to ``out + '.json'``.
+        max_session_length (int, optional): the longest session the export
+            takes, recorded in the sidecar and enforced by the
+            :class:`~tagnn_pyg.serve.Recommender` of the file. For TAGNN++ it
+            is the fixed length :math:`L` every session is padded to in the
+            Transformer layer (attention over :math:`L` slots per session);
+            default :data:`DEFAULT_MAX_SESSION_LENGTH`, capped by the
+            positional embeddings' ``max_length``. For SR-GNN and TAGNN,
+            whose graphs take any length, default ``None`` (no limit).
 
     Returns:
         The sidecar's content.
@@ -142,7 +183,7 @@ def export_model(checkpoint: Union[str, Path], fmt: str, out: Union[str, Path]
         raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
     ckpt = load_checkpoint(checkpoint)
     name = ckpt['model']['name']
-    model = _exportable(build_model(ckpt, checkpoint), name)
+    model, length = _exportable(build_model(ckpt, checkpoint), name, max_session_length)
     num_items = int(ckpt['num_items'])
     weighting = ckpt.get('train_config', {}).get('weighting', 'binary')
     module = ScoringModule(model).eval()
@@ -163,6 +204,7 @@ def export_model(checkpoint: Union[str, Path], fmt: str, out: Union[str, Path]
     sidecar = {'format': SIDECAR_FORMAT, 'file_format': fmt, 'model': name,
                'checkpoint': str(checkpoint), 'num_items': num_items,
                'item_ids': ckpt.get('item_ids'), 'weighting': weighting,
+               'max_session_length': length,
                'inputs': [{'name': n, 'dtype': d, 'shape': list(a)} for n, d, a in INPUTS],
                'output': {'name': 'scores', 'dtype': 'float32',
                           'shape': ['sessions', num_items]}}
@@ -192,6 +234,8 @@ class OnnxScorer:
         num_threads (int, optional): onnxruntime intra-op threads.
     """
 
+    backend = 'onnx'
+
     def __init__(self, path: Union[str, Path], num_threads: Optional[int] = None) -> None:
         try:
             import onnxruntime as ort
@@ -216,3 +260,31 @@ class OnnxScorer:
                 for name, t in zip([n for n, _, _ in INPUTS], batch_inputs(batch))
                 if name in self.input_names}
         return torch.from_numpy(self.session.run(['scores'], feed)[0])
+
+
+class Pt2Scorer:
+    r"""``scorer(batch) -> Tensor[B, num_items]`` running an exported
+    ``torch.export`` program (``.pt2``) on the CPU; the batch comes from the
+    library's own :func:`~tagnn_pyg.data.batching.build_session_batch`.
+
+    Args:
+        path (str or Path): the ``.pt2`` file.
+    """
+
+    backend = 'pt2'
+
+    def __init__(self, path: Union[str, Path]) -> None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"torch.export file {path} does not exist (write it "
+                                    f"with 'tagnn-pyg export --format pt2')")
+        self.path = path
+        self.sidecar = load_sidecar(path)
+        if self.sidecar.get('file_format', 'pt2') != 'pt2':
+            raise ValueError(f"{path} was exported as {self.sidecar.get('file_format')!r} "
+                             f"(its sidecar says so), not as 'pt2'")
+        self.program = torch.export.load(str(path)).module()
+
+    @torch.no_grad()
+    def __call__(self, batch: Any) -> Tensor:
+        return self.program(*(t.detach().cpu() for t in batch_inputs(batch)))

@@ -31,7 +31,7 @@ __all__ = ['Recommender', 'Recommendation', 'RecommendError', 'Query', 'item_cou
            'UNKNOWN_POLICIES', 'BACKENDS', 'RETRIEVALS']
 
 UNKNOWN_POLICIES = ('error', 'drop', 'ignore')
-BACKENDS = ('torch', 'onnx')
+BACKENDS = ('torch', 'onnx', 'pt2')
 RETRIEVALS = ('exact', 'mips')
 
 RawId = Union[int, str]
@@ -135,7 +135,8 @@ class Recommender:
         device (str or torch.device, optional): where batches are built and
             scored. (default: ``'cpu'``)
         scorer (callable, optional): ``scorer(batch) -> Tensor[B, num_items]``
-            replacing ``model(batch)`` (the ONNX backend).
+            replacing ``model(batch)`` (the ONNX and ``.pt2`` backends; its
+            ``backend`` attribute names it, default ``'onnx'``).
         retrieval (str, optional): ``'exact'`` or ``'mips'``.
             (default: ``'exact'``)
         num_candidates (int, optional): items retrieved per session with
@@ -180,6 +181,7 @@ class Recommender:
         self.weighting = weighting
         self.device = torch.device(device)
         self.scorer = scorer
+        self.backend = 'torch' if scorer is None else str(getattr(scorer, 'backend', 'onnx'))
         self.retrieval = retrieval
         self.num_candidates = min(num_candidates, num_items - 1)
         self.max_session_length = max_session_length
@@ -199,17 +201,24 @@ class Recommender:
     @classmethod
     def from_checkpoint(cls, path: Union[str, Path], device: Union[str, torch.device] = 'cpu',
                         backend: str = 'torch', *, onnx_path: Optional[Union[str, Path]] = None,
+                        pt2_path: Optional[Union[str, Path]] = None,
                         pad_length: Optional[int] = None, **kwargs: Any) -> 'Recommender':
         r"""Load a checkpoint (SR-GNN, TAGNN or TAGNN++) with its item-id mapping.
 
         Args:
             path (str or Path): ``best.pt`` or ``last.pt`` of a run.
             device (str or torch.device, optional): ``'cpu'``, ``'cuda'``, ...
-            backend (str, optional): ``'torch'`` (default) or ``'onnx'``: score
+            backend (str, optional): ``'torch'`` (default), ``'onnx'`` (score
                 with onnxruntime from the file written by
-                :func:`~tagnn_pyg.serve.export.export_model` (``onnx_path``,
-                default ``path`` with suffix ``.onnx``).
+                :func:`~tagnn_pyg.serve.export.export_model`, ``onnx_path``,
+                default ``path`` with suffix ``.onnx``) or ``'pt2'`` (the
+                ``torch.export`` program, ``pt2_path``, default suffix
+                ``.pt2``; run on the CPU). With an exported file the longest
+                session accepted is the sidecar's ``max_session_length``
+                (TAGNN++: the fixed length it was exported with); a larger
+                ``max_session_length`` is refused.
             onnx_path (str or Path, optional): the ONNX file.
+            pt2_path (str or Path, optional): the ``.pt2`` file.
             pad_length (int, optional): required by models emulating the
                 released padding (``released_padding=True``, torch backend).
             **kwargs: the remaining arguments of :class:`Recommender`
@@ -243,14 +252,27 @@ class Recommender:
         elif popularity is None and ckpt.get('item_counts') is not None:
             popularity = ckpt['item_counts']
         kwargs.pop('root', None)
-        scorer = None
-        if backend == 'onnx':
-            from .export import OnnxScorer
-            scorer = OnnxScorer(onnx_path or Path(path).with_suffix('.onnx'))
+        scorer: Any = None
+        if backend in ('onnx', 'pt2'):
+            from .export import OnnxScorer, Pt2Scorer
+            scorer = (OnnxScorer(onnx_path or Path(path).with_suffix('.onnx'))
+                      if backend == 'onnx'
+                      else Pt2Scorer(pt2_path or Path(path).with_suffix('.pt2')))
             if scorer.sidecar.get('num_items') != num_items:
-                raise ValueError(f"ONNX file {scorer.path} was exported from a model with "
-                                 f"{scorer.sidecar.get('num_items')} item ids, {path} "
+                raise ValueError(f"exported file {scorer.path} was exported from a model "
+                                 f"with {scorer.sidecar.get('num_items')} item ids, {path} "
                                  f"has {num_items}")
+            exported = scorer.sidecar.get('max_session_length')
+            if exported is not None:
+                asked = kwargs.get('max_session_length')
+                if asked is not None and _is_int(asked) and asked > exported:
+                    raise ValueError(f"max_session_length = {asked} is more than the "
+                                     f"{exported} clicks {scorer.path} was exported for "
+                                     f"(its sidecar's max_session_length): pass at most "
+                                     f"{exported}, or export again with "
+                                     f"--max-session-length {asked}")
+                if asked is None:
+                    kwargs['max_session_length'] = int(exported)
         return cls(model, num_items, ckpt.get('item_ids'),
                    weighting=ckpt.get('train_config', {}).get('weighting', 'binary'),
                    popularity=popularity, device=device, scorer=scorer,
@@ -287,7 +309,7 @@ class Recommender:
         r"""What :meth:`recommend` serves: model, item count, limits."""
         from .. import __version__
         return {'model': self.name, 'num_items': self.num_items - 1,
-                'backend': 'onnx' if self.scorer is not None else 'torch',
+                'backend': self.backend,
                 'retrieval': self.retrieval, 'max_k': self.max_k,
                 'max_sessions': self.max_sessions,
                 'max_session_length': self.max_session_length,
@@ -534,5 +556,5 @@ class Recommender:
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}({self.name}, num_items={self.num_items - 1}, "
-                f"backend={'onnx' if self.scorer is not None else 'torch'!r}, "
+                f"backend={self.backend!r}, "
                 f"retrieval={self.retrieval!r})")
