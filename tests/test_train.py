@@ -49,6 +49,17 @@ class Evil:
 # ------------------------------------------------------------------- learning
 
 
+
+def assert_same_run(model, result, ref_model, ref_result) -> None:
+    """A resumed run ended where the uninterrupted one did: weights, test metrics,
+    per-epoch losses and learning rates."""
+    for k, v in ref_model.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[k], v, rtol=0, atol=1e-6)
+    assert result['test'] == ref_result['test']
+    assert [h['train_loss'] for h in result['history']] == pytest.approx(
+        [h['train_loss'] for h in ref_result['history']], abs=1e-9)
+    assert [h['lr'] for h in result['history']] == [h['lr'] for h in ref_result['history']]
+
 def test_loss_decreases_and_beats_pop(sessions):
     cfg = _cfg(epochs=3)
     sp = _splits(cfg, sessions)
@@ -262,12 +273,7 @@ def test_mid_epoch_checkpoint_resumes_exactly(sessions, tmp_path, step_at_start)
     killed, r_killed = run(tmp_path / 'b', resume=True,
                            hook=lambda e, b: calls.append((e, b)))
     assert calls[0] == (2, 2 * every)          # continued with the batch after the checkpoint
-    for k, v in straight.state_dict().items():
-        torch.testing.assert_close(killed.state_dict()[k], v, rtol=0, atol=1e-6)
-    assert r_killed['test'] == r_straight['test']
-    assert [h['train_loss'] for h in r_killed['history']] == pytest.approx(
-        [h['train_loss'] for h in r_straight['history']], abs=1e-9)
-    assert [h['lr'] for h in r_killed['history']] == [h['lr'] for h in r_straight['history']]
+    assert_same_run(killed, r_killed, straight, r_straight)
     assert r_killed['history'][-1]['steps'] == r_straight['history'][-1]['steps']
     # at the end of an epoch the ordinary checkpoint replaces the partial one
     assert load_checkpoint(tmp_path / 'b' / 'last.pt')['state']['partial'] is None
@@ -496,10 +502,5 @@ def test_adamw_resume_ends_exactly_where_an_uninterrupted_run_ends(sessions, tmp
     assert [g['weight_decay'] for g in ckpt['optimizer']['param_groups']] == [1e-2, 0.0]
     killed, trainer, r_killed = run(tmp_path / 'b', resume=True)
     assert [g['weight_decay'] for g in trainer.optimizer.param_groups] == [1e-2, 0.0]
-    for k, v in straight.state_dict().items():
-        torch.testing.assert_close(killed.state_dict()[k], v, rtol=0, atol=1e-6)
-    assert r_killed['test'] == r_straight['test']
-    assert [h['train_loss'] for h in r_killed['history']] == pytest.approx(
-        [h['train_loss'] for h in r_straight['history']], abs=1e-9)
-    assert [h['lr'] for h in r_killed['history']] == [h['lr'] for h in r_straight['history']]
+    assert_same_run(killed, r_killed, straight, r_straight)
     assert 'decoupled weight decay' in r_killed['schedule']
