@@ -463,6 +463,8 @@ def test_optimizer_setting_is_checked_and_described():
     assert adam.startswith('Adam lr 0.001, L2 1e-05,') and 'AdamW' not in adam
     assert adamw.startswith('AdamW lr 0.001, decoupled weight decay 0.0001 (biases, norms, '
                             'PReLU exempt),') and 'L2' not in adamw
+    assert TrainConfig(lr_decay=1.0).describe()['schedule'] == \
+        'Adam lr 0.001, L2 1e-05, constant learning rate (no decay)'
 
 
 def test_trainer_builds_the_configured_optimizer(sessions):

@@ -252,6 +252,8 @@ def describe_schedule(cfg: TrainConfig) -> str:
                f"(biases, norms, PReLU exempt)")
     else:
         opt = f"Adam lr {cfg.lr:g}, L2 {cfg.weight_decay:g}"
+    if cfg.lr_decay == 1.0:
+        return f"{opt}, constant learning rate (no decay)"
     return (f"{opt}, x{cfg.lr_decay:g} every "
             f"{cfg.lr_decay_step} epochs ({where}: first decay after epoch {first})")
 
