@@ -590,32 +590,45 @@ class Curve:
 def curve_series(runs: Iterable[Mapping[str, Any]]) -> List[Curve]:
     r"""The per-epoch test curves of the papers'-protocol runs (the only protocol
     that tests after every epoch), one per (data set, row, preset, seed): the
-    record with the longest curve wins, since an epoch-by-epoch run leaves one
-    record per epoch whose curves are prefixes of each other. Runs with data caps
-    (``max_train``/``max_test``) are left out; epoch overrides are what these
-    curves are made of. Ordered like the tables."""
-    best: Dict[Tuple[str, str, str, int], Curve] = {}
+    record with the longest curve wins (of two as long, the later file), since an
+    epoch-by-epoch run leaves one record per epoch whose curves are prefixes of
+    each other. Records of one preset name whose settings differ (a preset changed
+    between runs) are different runs. Runs with data caps (``max_train``/
+    ``max_test``) are left out; epoch overrides are what these curves are made of.
+    Ordered like the tables.
+
+    Raises:
+        ValueError: a curve entry with test figures but no ``epoch`` (the file is
+            named)."""
+    best: Dict[Tuple[str, str, str, int, str], Curve] = {}
     for rec in runs:
         limits = rec.get('limits') or {}
-        if rec.get('protocol') != 'paper' or any(k != 'epochs' for k in limits):
+        if rec.get('protocol') != 'paper' or any(
+                v is not None for k, v in limits.items() if k != 'epochs'):
             continue
         points, lrs = [], []
         for entry in rec.get('curve') or []:
             test = entry.get('test') if isinstance(entry, Mapping) else None
             if not isinstance(test, Mapping) or 'HR@20' not in test or 'MRR@20' not in test:
                 continue
+            if 'epoch' not in entry:
+                raise ValueError(f"{rec.get('_file', rec['row'])}: a curve entry has test "
+                                 f"figures but no 'epoch'")
             points.append((int(entry['epoch']), float(test['HR@20']), float(test['MRR@20'])))
-            lrs.append(float(entry.get('lr', math.nan)))
+            lrs.append(float(entry['lr']) if entry.get('lr') is not None else math.nan)
         if not points:
             continue
         preset = rec.get('preset')
         name = preset.get('name', '') if isinstance(preset, Mapping) else str(preset or '')
-        key = (rec['dataset'], rec['row'], name, int(rec['seed']))
-        if key not in best or len(points) > len(best[key].points):
-            best[key] = Curve(*key, points=points, lrs=lrs)
+        settings = json.dumps({k: v for k, v in preset.items() if k != 'description'}
+                              if isinstance(preset, Mapping) else preset,
+                              sort_keys=True, default=str)
+        key = (rec['dataset'], rec['row'], name, int(rec['seed']), settings)
+        if key not in best or len(points) >= len(best[key].points):
+            best[key] = Curve(*key[:4], points=points, lrs=lrs)
 
-    def order(k: Tuple[str, str, str, int]) -> Tuple[Any, ...]:
-        ds, row, preset, seed = k
+    def order(k: Tuple[str, str, str, int, str]) -> Tuple[Any, ...]:
+        ds, row, preset, seed, _ = k
         return (DATASETS.index(ds) if ds in DATASETS else len(DATASETS), ds,
                 list(ROWS).index(row) if row in ROWS else len(ROWS), row, preset, seed)
     return [best[k] for k in sorted(best, key=order)]
@@ -646,8 +659,9 @@ def curve_lines(curves: Sequence[Curve]) -> List[str]:
                     cells.append('')
                     continue
                 i = at[0]
-                lr = c.lrs[i]
-                changed = i > 0 and not math.isclose(lr, c.lrs[i - 1])
+                lr, before = c.lrs[i], c.lrs[i - 1] if i > 0 else math.nan
+                changed = (i > 0 and not math.isnan(lr) and not math.isnan(before)
+                           and not math.isclose(lr, before))
                 cells.append(f'{c.points[i][1]:.2f} / {c.points[i][2]:.2f}'
                              + (f' (lr {lr:g})' if changed else ''))
             out.append(f'| {epoch} | ' + ' | '.join(cells) + ' |')

@@ -46,6 +46,8 @@ import torch
 from torch import Tensor
 from torch.utils.hooks import RemovableHandle
 
+import torch_geometric.nn.norm as pyg_norm
+
 ParamsT = Union[Iterable[Tensor], Iterable[Dict[str, Any]]]
 
 __all__ = ['AGC', 'adaptive_clip_grad_', 'unitwise_norm', 'make_adam', 'make_adamw',
@@ -218,13 +220,17 @@ def make_adam(parameters: ParamsT, lr: float, weight_decay: float = 0.0
 
 #: Module types all of whose own parameters are exempt from weight decay in
 #: :func:`no_decay_groups`: batch/instance norms (``torch.nn.BatchNorm1d`` and
-#: the others; PyG's :class:`~torch_geometric.nn.norm.BatchNorm` holds one),
-#: layer and group norms, and PReLU (its slopes).
+#: the others; PyG's :class:`~torch_geometric.nn.norm.BatchNorm` and
+#: ``InstanceNorm`` hold or are one), torch's and PyG's layer norms, group and
+#: graph norms, and PReLU (its slopes).
 NO_DECAY_MODULES: Tuple[type, ...] = (
     torch.nn.modules.batchnorm._NormBase,  # BatchNorm*d, SyncBatchNorm, InstanceNorm*d
     torch.nn.LayerNorm,
     torch.nn.GroupNorm,
     torch.nn.PReLU,
+    pyg_norm.LayerNorm,
+    pyg_norm.HeteroLayerNorm,
+    pyg_norm.GraphNorm,
 )
 
 

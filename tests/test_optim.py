@@ -249,3 +249,18 @@ def test_make_adamw_state_dict_round_trip():
         step(b, opt_b)
     for p, q in zip(a.parameters(), b.parameters()):
         torch.testing.assert_close(p, q, rtol=0, atol=0)
+
+
+def test_pyg_norms_are_exempt():
+    """PyG's own norms (not torch subclasses) are exempt like torch's: every one of
+    their parameters (weight, bias, GraphNorm's mean_scale) has decay 0."""
+    from torch_geometric.nn.norm import GraphNorm, LayerNorm
+
+    from tagnn_pyg.optim import no_decay_groups
+    model = torch.nn.ModuleList([torch.nn.Linear(4, 4, bias=False), LayerNorm(4),
+                                 GraphNorm(4)])
+    groups = no_decay_groups(model, 1e-4)
+    exempt = {id(p) for g in groups if g['weight_decay'] == 0.0 for p in g['params']}
+    expected = {id(p) for m in model[1:] for p in m.parameters()}
+    assert exempt == expected and len(expected) == 5
+    assert [g['weight_decay'] for g in groups] == [1e-4, 0.0]

@@ -258,6 +258,13 @@ def test_per_epoch_curves(tmp_path):
     honest['curve'] = [{'epoch': 1, 'loss': 1.0, 'lr': 1e-3, 'valid': {'HR@20': 30.0}}]
     capped = rec(row='srgnn', limits={'epochs': 1, 'max_train': 10})   # data caps
     capped['curve'] = curve((1, 9.0, 3.0))
+    uncapped = rec(row='srgnn', limits={'epochs': 1, 'max_train': None})   # no cap
+    uncapped['curve'] = curve((1, 44.0, 14.0))
+    changed = rec(row='srgnn', limits={'epochs': 2}, preset='srgnn')    # srgnn preset,
+    changed['preset']['training'] = {'lr': 1e-2}                        # other settings
+    changed['curve'] = curve((1, 40.0, 13.0), (2, 41.0, 13.5))
+    assert [(c.row, c.points) for c in rr.curve_series([uncapped, changed])] == [
+        ('srgnn', [(1, 44.0, 14.0)]), ('srgnn', [(1, 40.0, 13.0), (2, 41.0, 13.5)])]
     curves = rr.curve_series([e2, honest, pp, e1, capped])
     # the longest record of the TAGNN run wins; rows in the table's order
     assert [(c.row, c.points) for c in curves] == [
@@ -269,7 +276,14 @@ def test_per_epoch_curves(tmp_path):
     assert lines[6] == '| published (converged) | 51.31 / 18.03 | 51.86 / 17.93 |'
     assert rr.curve_lines([]) == ['No run with per-epoch test figures yet.']
     assert 'Per-epoch test curves' in rr.render_markdown([e1, pp])
-    assert rr.render_curves_figure([honest], tmp_path / 'none.png') is None
+    no_lr = rec(row='tagnn', preset='tagnn', limits={'epochs': 2})
+    no_lr['curve'] = [{'epoch': e, 'test': {'HR@20': 1.0, 'MRR@20': 1.0}} for e in (1, 2)]
+    assert '(lr' not in '\n'.join(rr.curve_lines(rr.curve_series([no_lr])))
+    no_lr['curve'][1].pop('epoch')
+    no_lr['_file'] = 'x.json'
+    with pytest.raises(ValueError, match="x.json: a curve entry .* no 'epoch'"):
+        rr.curve_series([no_lr])
     pytest.importorskip('matplotlib')
     path = rr.render_curves_figure([e1, e2, pp], tmp_path / 'curves.png')
     assert path is not None and path.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+    assert rr.render_curves_figure([honest], tmp_path / 'none.png') is None

@@ -46,10 +46,6 @@ class Evil:
     """Not a tensor or a plain container: refused by weights_only loading."""
 
 
-# ------------------------------------------------------------------- learning
-
-
-
 def assert_same_run(model, result, ref_model, ref_result) -> None:
     """A resumed run ended where the uninterrupted one did: weights, test metrics,
     per-epoch losses and learning rates."""
@@ -59,6 +55,10 @@ def assert_same_run(model, result, ref_model, ref_result) -> None:
     assert [h['train_loss'] for h in result['history']] == pytest.approx(
         [h['train_loss'] for h in ref_result['history']], abs=1e-9)
     assert [h['lr'] for h in result['history']] == [h['lr'] for h in ref_result['history']]
+
+
+# ------------------------------------------------------------------- learning
+
 
 def test_loss_decreases_and_beats_pop(sessions):
     cfg = _cfg(epochs=3)

@@ -116,14 +116,13 @@ def _exportable(model: torch.nn.Module, name: str,
                          f"set's longest session: export a model trained with "
                          f"released_padding=False")
     model = copy.deepcopy(model).eval()
-    length = max_session_length
     layers = [m for m in model.modules() if isinstance(m, SessionTransformer)]
-    for layer in layers:
-        cap = layer.max_length if layer.pos_emb is not None else None
-        if length is None:
-            length = DEFAULT_MAX_SESSION_LENGTH if cap is None \
-                else min(DEFAULT_MAX_SESSION_LENGTH, cap)
-        if cap is not None and length > cap:
+    caps = [layer.max_length for layer in layers if layer.pos_emb is not None]
+    length = max_session_length
+    if length is None and layers:
+        length = min([DEFAULT_MAX_SESSION_LENGTH] + caps)
+    for cap in caps:
+        if length > cap:
             raise ValueError(f"max_session_length={length} is more than the "
                              f"max_length={cap} positions of model {name!r}'s "
                              f"positional embeddings: export with "
