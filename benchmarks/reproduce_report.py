@@ -739,6 +739,15 @@ def _pyplot() -> Any:
     return plt
 
 
+def _save_figure(plt: Any, fig: Any, path: Path) -> Path:
+    """Lay out ``fig``, write it to ``path`` (creating the folder) and close it."""
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def render_figure(runs: Sequence[Mapping[str, Any]], path: Path) -> Optional[Path]:
     r"""Bar chart of HR@20 and MRR@20 (ours vs the papers), one panel per data
     set and metric. Returns ``path``, or ``None`` (with a message on stderr)
@@ -778,11 +787,7 @@ def render_figure(runs: Sequence[Mapping[str, Any]], path: Path) -> Optional[Pat
             ax.grid(axis='y', alpha=0.3)
             if i == 0 and j == 0:
                 ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save_figure(plt, fig, path)
 
 
 def render_curves_figure(runs: Sequence[Mapping[str, Any]], path: Path) -> Optional[Path]:
@@ -826,11 +831,7 @@ def render_curves_figure(runs: Sequence[Mapping[str, Any]], path: Path) -> Optio
             ax.xaxis.get_major_locator().set_params(integer=True)
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save_figure(plt, fig, path)
 
 
 # ------------------------------------------------------------------ entry point

@@ -223,6 +223,21 @@ def load_sidecar(path: Union[str, Path]) -> Dict[str, Any]:
     return data
 
 
+def _open_export(path: Union[str, Path], fmt: str, what: str
+                 ) -> Tuple[Path, Dict[str, Any]]:
+    r"""The exported file ``path`` of format ``fmt`` and its sidecar; a missing
+    file, or a sidecar that names another format, is refused."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} does not exist (write it with "
+                                f"'tagnn-pyg export --format {fmt}')")
+    sidecar = load_sidecar(path)
+    if sidecar.get('file_format', fmt) != fmt:
+        raise ValueError(f"{path} was exported as {sidecar.get('file_format')!r} "
+                         f"(its sidecar says so), not as {fmt!r}")
+    return path, sidecar
+
+
 class OnnxScorer:
     r"""``scorer(batch) -> Tensor[B, num_items]`` running an exported ONNX file
     with onnxruntime (CPU); the batch comes from the library's own
@@ -241,12 +256,7 @@ class OnnxScorer:
         except ImportError as err:  # pragma: no cover - depends on the extra
             raise ImportError("backend='onnx' needs onnxruntime: pip install "
                               "'tagnn-pyg[onnx]'") from err
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"ONNX file {path} does not exist (write it with "
-                                    f"'tagnn-pyg export --format onnx')")
-        self.path = path
-        self.sidecar = load_sidecar(path)
+        self.path, self.sidecar = _open_export(path, 'onnx', 'ONNX file')
         opts = ort.SessionOptions()
         if num_threads is not None:
             opts.intra_op_num_threads = int(num_threads)
@@ -273,16 +283,8 @@ class Pt2Scorer:
     backend = 'pt2'
 
     def __init__(self, path: Union[str, Path]) -> None:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"torch.export file {path} does not exist (write it "
-                                    f"with 'tagnn-pyg export --format pt2')")
-        self.path = path
-        self.sidecar = load_sidecar(path)
-        if self.sidecar.get('file_format', 'pt2') != 'pt2':
-            raise ValueError(f"{path} was exported as {self.sidecar.get('file_format')!r} "
-                             f"(its sidecar says so), not as 'pt2'")
-        self.program = torch.export.load(str(path)).module()
+        self.path, self.sidecar = _open_export(path, 'pt2', 'torch.export file')
+        self.program = torch.export.load(str(self.path)).module()
 
     @torch.no_grad()
     def __call__(self, batch: Any) -> Tensor:
