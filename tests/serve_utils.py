@@ -42,3 +42,21 @@ def tiny_checkpoint(path: Path, model: str = 'tagnn', seed: int = 0,
         ckpt.update(extra)
         torch.save(ckpt, path)
     return path
+
+
+def assert_same_top_k(got: torch.Tensor, ref: torch.Tensor, k: int, atol: float) -> None:
+    """``got``'s top-``k`` per row is ``ref``'s up to near-ties: every item ``got``
+    ranks in its top ``k`` has a reference score within ``atol`` of ``ref``'s
+    ``k``-th best, and ``got``'s order is ``ref``'s order wherever the reference
+    scores differ by more than ``2 * atol``. (Two exact float paths that agree to
+    ``atol`` may swap items whose scores are closer than that.)"""
+    idx = got.topk(k).indices
+    ref_at = ref.gather(1, idx)                      # reference scores of got's picks
+    kth = ref.topk(k).values[:, -1:]
+    assert (ref_at >= kth - atol).all(), (
+        f"an item outside the reference top-{k} by more than {atol}: "
+        f"{(kth - ref_at).max().item():.3g} below its {k}-th score")
+    later_better = ref_at[:, 1:] - ref_at[:, :-1]     # > 0 where the order is swapped
+    assert (later_better <= 2 * atol).all(), (
+        f"order differs where the reference scores are {later_better.max().item():.3g} "
+        f"apart (more than 2 * {atol})")
