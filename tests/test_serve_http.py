@@ -170,3 +170,35 @@ def test_sigterm_finishes_requests_in_flight(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@pytest.mark.parametrize('backend', ['onnx', 'pt2'])
+def test_serve_options_select_an_exported_backend(tmp_path, backend):
+    """`tagnn-pyg serve --backend onnx|pt2 --onnx|--pt2 FILE` serves that file:
+    /health names the backend and the answers equal the torch model's."""
+    from tagnn_pyg.cli import build_parser
+    from tagnn_pyg.cli.serve import config_from_args
+    from tagnn_pyg.serve.export import export_model
+    from tagnn_pyg.serve.http import build_from_config
+    if backend == 'onnx':
+        require_module('onnxruntime')
+    ckpt = tiny_checkpoint(tmp_path / 'c.pt')
+    exported = tmp_path / f'elsewhere.{backend}'       # not the default CKPT.suffix
+    export_model(ckpt, backend, exported)
+    args = build_parser().parse_args(['serve', '--checkpoint', str(ckpt), '--backend',
+                                      backend, f'--{backend}', str(exported)])
+    app = build_from_config(config_from_args(args))
+
+    async def health():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url='http://test') as c:
+            return await c.get('/health')
+    assert asyncio.run(health()).json()['backend'] == backend
+    [r] = asyncio.run(_post_all(app, [{'sessions': [['i3', 'i4'], ['i5']], 'k': 5}]))
+    want = Recommender.from_checkpoint(ckpt).recommend([['i3', 'i4'], ['i5']], k=5)
+    assert [x['items'] for x in r.json()['recommendations']] == [w.items for w in want]
+    # without the file at the default place, the default path is named in the error
+    args = build_parser().parse_args(['serve', '--checkpoint', str(ckpt), '--backend',
+                                      backend])
+    with pytest.raises(FileNotFoundError, match=f'c.{backend}'):
+        build_from_config(config_from_args(args))

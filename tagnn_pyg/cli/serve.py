@@ -34,10 +34,13 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                         '(default: 256)')
     p.add_argument('--max-wait-ms', type=_non_negative, default=5.0, metavar='MS',
                    help='longest wait for more requests once a batch is open (default: 5)')
-    p.add_argument('--backend', choices=('torch', 'onnx'), default='torch',
-                   help='torch (default) or onnx (the file of tagnn-pyg export)')
+    p.add_argument('--backend', choices=('torch', 'onnx', 'pt2'), default='torch',
+                   help='torch (default), onnx (onnxruntime) or pt2 (a torch.export '
+                        'program), the last two from the file of tagnn-pyg export')
     p.add_argument('--onnx', default=None, metavar='FILE',
                    help='the ONNX file for --backend onnx (default: CKPT with suffix .onnx)')
+    p.add_argument('--pt2', default=None, metavar='FILE',
+                   help='the .pt2 file for --backend pt2 (default: CKPT with suffix .pt2)')
     p.add_argument('--retrieval', choices=('exact', 'mips'), default='exact',
                    help='exact (default: score every item) or mips (candidates from a '
                         'maximum-inner-product index, re-ranked exactly)')
@@ -56,8 +59,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument('--max-sessions', type=positive_int, default=1024, metavar='N',
                    help='most sessions per request (default: 1024)')
     p.add_argument('--max-session-length', type=positive_int, default=None, metavar='L',
-                   help="most clicks per session (default: 200; with --backend onnx the "
-                        "export's max_session_length when it has one, and no more than it)")
+                   help="most clicks per session (default: 200; with --backend onnx or pt2 "
+                        "the export's max_session_length when it has one, and no more "
+                        "than it)")
     p.add_argument('--max-body-bytes', type=positive_int, default=1 << 20, metavar='N',
                    help='largest request body (default: 1048576)')
     p.add_argument('--graceful-timeout', type=_non_negative, default=30.0, metavar='S',
@@ -83,7 +87,8 @@ def config_from_args(args: argparse.Namespace) -> Dict[str, Any]:
         rec['popularity'] = args.popularity
         rec['root'] = args.root
     return {'checkpoint': os.path.abspath(args.checkpoint), 'device': args.device,
-            'backend': args.backend, 'onnx_path': args.onnx, 'pad_length': args.pad_length,
+            'backend': args.backend, 'onnx_path': args.onnx, 'pt2_path': args.pt2,
+            'pad_length': args.pad_length,
             'recommender': rec, 'max_batch': args.max_batch, 'max_wait_ms': args.max_wait_ms,
             'max_body_bytes': args.max_body_bytes, 'threads': args.threads}
 

@@ -301,7 +301,7 @@ def create_app(recommender: Recommender, max_batch: int = 256, max_wait_ms: floa
 
 def build_from_config(config: Dict[str, Any]) -> Any:
     r"""The app described by ``tagnn-pyg serve``'s options (a JSON-able dict:
-    ``checkpoint``, ``device``, ``backend``, ``onnx_path``, ``recommender``
+    ``checkpoint``, ``device``, ``backend``, ``onnx_path``, ``pt2_path``, ``recommender``
     keyword arguments, ``max_batch``, ``max_wait_ms``, ``max_body_bytes``,
     ``threads``)."""
     import torch
@@ -310,6 +310,7 @@ def build_from_config(config: Dict[str, Any]) -> Any:
     rec = Recommender.from_checkpoint(config['checkpoint'], device=config.get('device', 'cpu'),
                                       backend=config.get('backend', 'torch'),
                                       onnx_path=config.get('onnx_path'),
+                                      pt2_path=config.get('pt2_path'),
                                       pad_length=config.get('pad_length'),
                                       **config.get('recommender', {}))
     return create_app(rec, max_batch=int(config.get('max_batch', 256)),
