@@ -304,3 +304,33 @@ def test_trainer_learns():
     after = train_loss()
     assert after < before - 0.5, (before, after)
     assert 0 <= result['test']['HR@20'] <= 100
+
+
+@pytest.mark.parametrize('cid', ['default', 'causal-2steps', 'heads2-k3'])
+def test_static_length_matches_dense_reference(cid):
+    """The export path (every session padded to exactly L slots) gives the paper's
+    equations too, for L = the longest session and more; a longer session is refused."""
+    model = make(cid).double().eval()
+    for length in (8, 11):
+        model.self_attention.static_length = length
+        with torch.no_grad():
+            scores = model(batch_of(SESSIONS))
+        for b, seq in enumerate(SESSIONS):
+            torch.testing.assert_close(scores[b, 1:], ref_scores(model, seq),
+                                       atol=1e-5, rtol=1e-5)
+    model.self_attention.static_length = 7
+    with pytest.raises(ValueError, match='a session has 8 clicks, more than static_length=7'):
+        model(batch_of(SESSIONS))
+
+
+def test_self_attention_static_length_with_interleaving_and_empty_sessions():
+    torch.manual_seed(1)
+    sa = SessionSelfAttention(6, num_layers=2, heads=3, causal=True).double().eval()
+    x = torch.randn(7, 6, dtype=torch.float64)
+    index = torch.tensor([0, 1, 0, 2, 1, 0, 2])          # interleaved; session 3 empty
+    sa.static_length = 3
+    out = sa(x, index, dim_size=4)
+    assert torch.isfinite(out).all()
+    for b in range(3):
+        sel = (index == b).nonzero().view(-1)
+        torch.testing.assert_close(out[sel], ref_blocks(sa, x[sel]))

@@ -309,3 +309,20 @@ def test_trainer_learns_and_beats_pop(key):
     assert losses[-1] < losses[0] - 0.5, losses
     pop_hr = evaluate(POP().fit(sp.train_sessions, num_items), sp.test)['HR@20']
     assert result['test']['HR@20'] > pop_hr + 10, (result['test']['HR@20'], pop_hr)
+
+
+@pytest.mark.parametrize('key', ['narm', 'gru4rec', 'gru4rec-2layers'])
+def test_static_length_matches_dense_reference(key):
+    """The export path (sessions padded to exactly L steps, the GRU unpacked over
+    them) gives the GRUCell loops' scores, for L = the longest session and more."""
+    model = make(key).double().eval()
+    for length in (8, 12):
+        model.static_length = length
+        with torch.no_grad():
+            scores = model(batch_of(SESSIONS))
+        for b, seq in enumerate(SESSIONS):
+            torch.testing.assert_close(scores[b, 1:], REFS[CONFIGS[key][0]](model, seq),
+                                       atol=1e-5, rtol=1e-5)
+    model.static_length = 4
+    with pytest.raises(ValueError, match='a session has 8 clicks, more than static_length=4'):
+        model(batch_of(SESSIONS))

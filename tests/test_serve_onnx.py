@@ -1,6 +1,7 @@
-"""The ONNX backend equals the torch backend on 1,000 real Diginetica test
-sessions (a small TAGNN and TAGNN++ trained a few steps; needs the ``onnx``
-extra, skipped without it and run in CI)."""
+"""The ONNX and torch.export backends equal the torch backend on 1,000 real
+Diginetica test sessions (small models trained a few steps: TAGNN, and every model
+whose exported copy pads sessions to a fixed length); LESSR is refused with the
+reason. Needs the ``onnx`` extra, skipped without it and run in CI."""
 import pytest
 import torch
 
@@ -8,7 +9,7 @@ from conftest import require_shared
 from serve_utils import assert_same_top_k, require_module, tiny_checkpoint
 from tagnn_pyg.checkpoint import save_checkpoint
 from tagnn_pyg.data.batching import build_session_batch
-from tagnn_pyg.models import TAGNN, TAGNNPlusPlus
+from tagnn_pyg.models import GCSAN, GRU4Rec, NARM, STAMP, TAGNN, TAGNNPlusPlus
 from tagnn_pyg.serve import RecommendError, Recommender
 from tagnn_pyg.serve.export import export_model
 
@@ -55,7 +56,7 @@ def test_onnx_equals_torch_on_real_sessions(tmp_path, diginetica):
         assert got.shape == ref.shape
         assert (got[:, 1:] - ref[:, 1:]).abs().max() <= 1e-4
         assert torch.isinf(got[:, 0]).all()
-        assert torch.equal(got.topk(20).indices, ref.topk(20).indices)
+        assert_same_top_k(got, ref, 20, atol=1e-4)
     # through the public API, raw ids in and out
     a = torch_rec.recommend(sessions[:50], k=20)
     b = onnx_rec.recommend(sessions[:50], k=20)
@@ -77,20 +78,36 @@ def test_onnx_backend_checks(tmp_path):
         Recommender(None, 60, scorer=rec.scorer, retrieval='mips')
 
 
-@pytest.mark.parametrize('layer', ['paper', 'released'])
-def test_tagnnpp_onnx_and_pt2_equal_torch_on_real_sessions(tmp_path, diginetica, layer):
+#: The models whose exported copy pads sessions to a fixed length (their
+#: SessionTransformer, SessionSelfAttention or GRU; StaticDenseBatch), and STAMP.
+PADDED = {
+    'tagnnpp-paper': ('tagnnpp', lambda n: TAGNNPlusPlus(n, 16, heads=2, layer='paper')),
+    'tagnnpp-released': ('tagnnpp', lambda n: TAGNNPlusPlus(n, 16, heads=2,
+                                                            layer='released')),
+    'gcsan': ('gcsan', lambda n: GCSAN(n, 16)),
+    'gcsan-causal-2heads': ('gcsan', lambda n: GCSAN(n, 16, num_layers=2, heads=2,
+                                                     causal=True)),
+    'narm': ('narm', lambda n: NARM(n, 16, embedding_channels=8)),
+    'gru4rec': ('gru4rec', lambda n: GRU4Rec(n, 16, num_layers=2)),
+    'stamp': ('stamp', lambda n: STAMP(n, 16)),
+}
+
+
+@pytest.mark.parametrize('case', sorted(PADDED))
+def test_padded_models_onnx_and_pt2_equal_torch_on_real_sessions(tmp_path, diginetica,
+                                                                  case):
+    name, build = PADDED[case]
     torch.manual_seed(0)
-    model = _trained(diginetica, model=TAGNNPlusPlus(diginetica.num_items, 16, heads=2,
-                                                     layer=layer))
+    model = _trained(diginetica, model=build(diginetica.num_items))
     path = tmp_path / 'best.pt'
-    save_checkpoint(path, model=model, model_name='tagnnpp', num_items=diginetica.num_items,
+    save_checkpoint(path, model=model, model_name=name, num_items=diginetica.num_items,
                     train_config={'weighting': 'binary'})
     for fmt in ('onnx', 'pt2'):
         side = export_model(path, fmt, tmp_path / f'best.{fmt}')
-        assert side['max_session_length'] == 200
+        assert side['max_session_length'] == (None if name == 'stamp' else 200)
     torch_rec = Recommender.from_checkpoint(path)
     recs = {fmt: Recommender.from_checkpoint(path, backend=fmt) for fmt in ('onnx', 'pt2')}
-    assert all(r.max_session_length == 200 for r in recs.values())
+    assert all(r.max_session_length == 200 for r in recs.values())   # the default too
     sessions = [s for s in diginetica.test[:1000].to_lists() if len(s) <= 200]
     assert len(sessions) >= 990 and max(len(s) for s in sessions) >= 20
     for start in range(0, len(sessions), 250):
@@ -113,8 +130,9 @@ def test_tagnnpp_onnx_and_pt2_equal_torch_on_real_sessions(tmp_path, diginetica,
                        for it, sc in zip(r.items, r.scores) if it in swapped_in)
 
 
-def test_tagnnpp_onnx_refuses_longer_sessions(tmp_path):
-    path = tiny_checkpoint(tmp_path / 'c.pt', 'tagnnpp')
+@pytest.mark.parametrize('name', ['tagnnpp', 'gcsan', 'narm', 'gru4rec'])
+def test_padded_export_refuses_longer_sessions(tmp_path, name):
+    path = tiny_checkpoint(tmp_path / 'c.pt', name)
     side = export_model(path, 'onnx', tmp_path / 'c.onnx', max_session_length=6)
     assert side['max_session_length'] == 6
     rec = Recommender.from_checkpoint(path, backend='onnx')
@@ -134,3 +152,12 @@ def test_tagnnpp_onnx_refuses_longer_sessions(tmp_path):
         ref = Recommender.from_checkpoint(path).model(batch)
     assert torch.isnan(got[1, 1:]).all()
     assert (got[[0, 2], 1:] - ref[[0, 2], 1:]).abs().max() <= 1e-5
+
+
+def test_lessr_export_is_refused_with_the_reason(tmp_path):
+    path = tiny_checkpoint(tmp_path / 'c.pt', 'lessr')
+    for fmt in ('onnx', 'pt2'):
+        with pytest.raises(ValueError, match=r"model 'lessr' cannot be exported: .*edge "
+                                             r"counts depend on the data.*backend='torch'"):
+            export_model(path, fmt, tmp_path / f'c.{fmt}')
+        assert not (tmp_path / f'c.{fmt}').exists()

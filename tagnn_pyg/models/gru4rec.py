@@ -90,6 +90,8 @@ class GRU4Rec(SessionRecommender):
         self.gru = torch.nn.GRU(D, H, num_layers=num_layers, batch_first=True)
         self.last = LastItemReadout()
         self.lin_out = torch.nn.Linear(H, D, bias=False)   # W_o
+        #: Fixed steps per session (export only; ``None``: packed sessions).
+        self.static_length: Optional[int] = None
         self.reset_parameters()
 
     def config(self) -> Dict[str, Any]:
@@ -103,7 +105,8 @@ class GRU4Rec(SessionRecommender):
         x = self.embedding(click_items(batch))
         x = torch.nn.functional.dropout(x, self.embedding_dropout, self.training)
         B = batch.last.numel()
-        return SessionPositions(gru_positions(self.gru, x, batch.seq_batch, B),
+        return SessionPositions(gru_positions(self.gru, x, batch.seq_batch, B,
+                                              self.static_length),
                                 batch.seq_batch, B)
 
     def score(self, pos: SessionPositions, candidates: Optional[Tensor]) -> Tensor:

@@ -197,6 +197,13 @@ class LESSR(SessionRecommender):
           :math:`-\infty`) or :math:`(B, C)`
     """
 
+    #: Why :func:`tagnn_pyg.serve.export.export_model` refuses this model.
+    export_unsupported = ("LESSR builds its EOP multigraph and shortcut graph from "
+                          "the clicks inside the model (edges kept where consecutive "
+                          "clicks are in the same session, one shortcut per ordered "
+                          "pair), so their edge counts depend on the data and no "
+                          "dynamic-shape export keeps them")
+
     def __init__(self, num_items: int, hidden_channels: int = 32, num_layers: int = 3,
                  dropout: float = 0.2, batch_norm: bool = True,
                  max_norm: Optional[float] = 1.0) -> None:

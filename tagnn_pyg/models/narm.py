@@ -83,6 +83,8 @@ class NARM(SessionRecommender):
         self.global_readout = LastItemReadout()
         self.local_readout = SoftAttentionReadout(H, softmax=False, bias=False)
         self.lin_b = torch.nn.Linear(2 * H, D, bias=False)   # B
+        #: Fixed steps per session (export only; ``None``: packed sessions).
+        self.static_length: Optional[int] = None
         self.reset_parameters()
 
     def config(self) -> Dict[str, Any]:
@@ -96,7 +98,8 @@ class NARM(SessionRecommender):
         x = self.embedding(items)
         x = torch.nn.functional.dropout(x, self.embedding_dropout, self.training)
         B = batch.last.numel()
-        return SessionPositions(gru_positions(self.gru, x, batch.seq_batch, B),
+        return SessionPositions(gru_positions(self.gru, x, batch.seq_batch, B,
+                                              self.static_length),
                                 batch.seq_batch, B)
 
     def session_embedding(self, pos: SessionPositions) -> Tensor:

@@ -9,7 +9,7 @@ never enters a session's states, and scatter the states back to positions.
 """
 from __future__ import annotations
 
-from typing import Any, Tuple
+from typing import Any, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -17,6 +17,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from torch_geometric.utils import to_dense_batch
 
 from tagnn_pyg.models.scoring import check_session_batch
+from tagnn_pyg.utils.static_dense import StaticDenseBatch
 
 __all__ = ['check_rate', 'click_items', 'dense_clicks', 'gru_positions']
 
@@ -49,16 +50,30 @@ def dense_clicks(x: Tensor, index: Tensor, num_sessions: int) -> Tuple[Tensor, T
 
 
 def gru_positions(gru: torch.nn.GRU, x: Tensor, index: Tensor,
-                  num_sessions: int) -> Tensor:
+                  num_sessions: int, static_length: Optional[int] = None) -> Tensor:
     r"""Run the batch-first ``gru`` over each session's clicks in order and
     return its top-layer state at every click, ``[L, H]`` (same order as
     ``x``). Sessions are packed (:func:`~torch.nn.utils.rnn.pack_padded_sequence`),
     so neither padding nor the other sessions change a session's states.
 
+    With ``static_length`` :math:`L` (export) the sessions are padded to
+    exactly :math:`L` steps
+    (:class:`~tagnn_pyg.utils.static_dense.StaticDenseBatch`) and the GRU runs
+    unpacked over them: the clicks are left-aligned, so the padding comes
+    after every real step and a (unidirectional) GRU's state at a click is the
+    same as the packed one.
+
     Shapes:
         - **input:** ``x`` :math:`(L, d_{in})`, ``index`` :math:`(L)` sorted
         - **output:** :math:`(L, H)`
     """
+    if static_length is not None:
+        if gru.bidirectional:
+            raise ValueError("static_length needs a unidirectional GRU (padding comes "
+                             "after the clicks)")
+        slots = StaticDenseBatch(index, num_sessions, int(static_length))
+        out, _ = gru(slots.to_dense(x))
+        return slots.from_dense(out)
     dense, mask = dense_clicks(x, index, num_sessions)
     lengths = mask.sum(dim=1).cpu()
     packed = pack_padded_sequence(dense, lengths, batch_first=True, enforce_sorted=False)

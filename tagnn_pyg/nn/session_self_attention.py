@@ -11,6 +11,7 @@ from torch.nn import Linear, ModuleList
 from torch_geometric.utils import to_dense_batch
 
 from tagnn_pyg.nn.readouts import resolve_index
+from tagnn_pyg.utils.static_dense import StaticDenseBatch
 
 __all__ = ['SessionSelfAttention']
 
@@ -55,7 +56,11 @@ class SessionSelfAttention(torch.nn.Module):
     Positions are gathered into a padded ``[B, L, d]`` batch with
     :func:`torch_geometric.utils.to_dense_batch`; padded slots are masked as
     keys and dropped as queries, so neither padding nor other sessions of the
-    batch affect a session's output.
+    batch affect a session's output. With :attr:`static_length` set to
+    :math:`L` (export; :func:`tagnn_pyg.serve.export.export_model` sets it on
+    the copy it exports) every session gets exactly :math:`L` slots
+    (:class:`~tagnn_pyg.utils.static_dense.StaticDenseBatch`), with the same
+    values.
 
     Args:
         channels (int): Feature size :math:`d`.
@@ -101,6 +106,8 @@ class SessionSelfAttention(torch.nn.Module):
         self.ff_channels = ff_channels
         self.dropout = float(dropout)
         self.causal = bool(causal)
+        #: Fixed slots per session (export only; ``None``: the batch's longest).
+        self.static_length: Optional[int] = None
         d = channels
         self.lin_q = ModuleList([Linear(d, d, bias=False) for _ in range(num_layers)])
         self.lin_k = ModuleList([Linear(d, d, bias=False) for _ in range(num_layers)])
@@ -148,20 +155,27 @@ class SessionSelfAttention(torch.nn.Module):
             raise ValueError(f"x must have shape [num_positions, {self.channels}], "
                              f"got {list(x.shape)}")
         index = resolve_index(x, index, ptr)
-        perm = torch.sort(index, stable=True)[1]     # group by session, keep click order
-        xd, mask = to_dense_batch(x[perm], index[perm], batch_size=dim_size)
+        static_length = getattr(self, 'static_length', None)
+        if static_length is None:
+            perm = torch.sort(index, stable=True)[1]     # group by session, keep order
+            xd, mask = to_dense_batch(x[perm], index[perm], batch_size=dim_size)
+        else:
+            slots = StaticDenseBatch(index, dim_size, int(static_length))
+            xd, mask = slots.to_dense(x), slots.mask
         L = xd.size(1)
-        allowed = mask.unsqueeze(1).expand(-1, L, -1).clone()     # [B, query, key]
+        steps = torch.arange(L, device=x.device)
+        allowed = mask.unsqueeze(1).expand(-1, L, -1)                # [B, query, key]
         if self.causal:
-            allowed &= torch.ones(L, L, dtype=torch.bool, device=x.device).tril_()
-        if L > 0:
-            # key 0 is a real click of every non-empty session (and allowed by the
-            # causal mask); unmasking it for empty sessions avoids all -inf rows (NaN)
-            allowed[:, :, 0] = True
+            allowed = allowed & (steps[None, :] <= steps[:, None])
+        # key 0 is a real click of every non-empty session (and allowed by the
+        # causal mask); allowing it for empty sessions avoids all -inf rows (NaN)
+        allowed = allowed | (steps == 0)
         for j in range(self.num_layers):
             f = self._attention(j, xd, allowed)
             ff = self.lin2[j](torch.relu(self.lin1[j](f)))
             xd = torch.nn.functional.dropout(ff, self.dropout, self.training) + f
+        if static_length is not None:
+            return slots.from_dense(xd)
         out = torch.empty_like(x, dtype=xd.dtype)
         out[perm] = xd[mask]
         return out

@@ -11,6 +11,7 @@ from torch.nn import Dropout, Embedding, LayerNorm, Linear, MultiheadAttention
 from torch_geometric.utils import to_dense_batch
 
 from tagnn_pyg.nn.readouts import resolve_index
+from tagnn_pyg.utils.static_dense import StaticDenseBatch
 
 __all__ = ['SessionTransformer']
 
@@ -62,25 +63,14 @@ class SessionTransformer(torch.nn.Module):
     **Static length (export).** With :attr:`static_length` set to :math:`L`
     (``None`` by default; :func:`tagnn_pyg.serve.export.export_model` sets it
     on the copy it exports), the padded batch has exactly :math:`L` slots per
-    session whatever the batch, so no size depends on the data (what
-    ``torch.export`` and ONNX need). With the counts
-    :math:`n_b = \sum_i [\mathrm{index}_i = b]` (a ``scatter_add`` into
-    ``zeros(B)``) and their exclusive cumulative sum :math:`o_b`, the
-    :math:`i`-th position in session order goes to slot
-
-    .. math::
-        \mathrm{slot}_i = L \cdot \mathrm{index}_i + (i - o_{\mathrm{index}_i})
-
-    of a ``[B * L, d]`` zero tensor (``index_copy``), the key-padding mask is
-    :math:`l \ge n_b`, and the outputs are gathered back from the same slots.
-    The values equal the default path's (masked slots get zero attention
-    weight); the cost is attention over :math:`L` slots per session instead of
-    the batch's longest. A session longer than :math:`L` raises a
-    :class:`ValueError` in eager mode; in a traced (exported) graph, where no
-    data-dependent check can raise, its outputs are NaN instead (its slots are
-    clamped to its own row, so no other session is affected): callers must
-    refuse such sessions first, as the :class:`~tagnn_pyg.serve.Recommender`
-    does.
+    session whatever the batch
+    (:class:`~tagnn_pyg.utils.static_dense.StaticDenseBatch`), so no size
+    depends on the data (what ``torch.export`` and ONNX need); the
+    key-padding mask is :math:`l \ge n_b`. The values equal the default
+    path's (masked slots get zero attention weight); the cost is attention
+    over :math:`L` slots per session instead of the batch's longest. A session
+    longer than :math:`L` raises a :class:`ValueError` in eager mode and gets
+    NaN outputs in a traced graph (see there).
 
     Args:
         channels (int): Feature size :math:`d`.
@@ -231,46 +221,21 @@ class SessionTransformer(torch.nn.Module):
 
     def _forward_static(self, x: Tensor, index: Tensor, dim_size: Optional[int],
                         length: int) -> Tensor:
-        r"""The layer with exactly ``length`` slots per session: every size
-        comes from ``x``, ``dim_size`` and ``length`` (see the class docstring)."""
-        if dim_size is None:
-            raise ValueError("static_length needs dim_size (the number of sessions B, "
-                             "from a tensor size such as last.size(0)): B = "
-                             "index.max() + 1 is data-dependent")
-        if length < 1:
-            raise ValueError(f"static_length must be a positive int, got {length}")
+        r"""The layer with exactly ``length`` slots per session
+        (:class:`~tagnn_pyg.utils.static_dense.StaticDenseBatch`): every size
+        comes from ``x``, ``dim_size`` and ``length``."""
         if self.pos_emb is not None and length > self.max_length:
             raise ValueError(f"static_length must be in [1, {self.max_length}] "
                              f"(max_length of the positional embeddings), got {length}")
-        B, (N, d) = dim_size, x.shape
-        steps_n = torch.arange(N, device=x.device)
-        # The stable sort by session, as a sort of unique keys (ONNX has no stable sort).
-        perm = torch.sort(index * N + steps_n)[1]
-        counts = index.new_zeros(B).scatter_add_(0, index, torch.ones_like(index))
-        if not torch.compiler.is_compiling() and index.numel() > 0:
-            longest = int(counts.max())
-            if longest > length:
-                raise ValueError(f"a session has {longest} clicks, more than "
-                                 f"static_length={length}; refuse longer sessions "
-                                 f"before scoring (sessions are never truncated)")
-        offset = counts.cumsum(0) - counts                  # first position of each session
-        sorted_index = index[perm]
-        rank = steps_n - offset[sorted_index]
-        # A session longer than L stays in its own row (clamped) and is poisoned below.
-        slot = sorted_index * length + rank.clamp(max=length - 1)
-        xd = x.new_zeros(B * length, d).index_copy(0, slot, x[perm]).view(B, length, d)
+        slots = StaticDenseBatch(index, dim_size, length)
+        xd = slots.to_dense(x)
         if self.pos_emb is not None:
             xd = xd + self.pos_emb.weight[:length]
         steps = torch.arange(length, device=x.device)
         causal = steps[None, :] > steps[:, None]
         # Slot 0 unmasked in every row: no all-masked row (NaN) for empty sessions.
-        key_padding = (steps[None, :] >= counts[:, None]) & (steps[None, :] > 0)
-        out = self._dense(xd, causal, key_padding).reshape(B * length, -1)
-        gathered = out.index_select(0, slot)
-        too_long = (counts > length)[sorted_index]
-        gathered = torch.where(too_long[:, None], torch.full_like(gathered, float('nan')),
-                               gathered)
-        return torch.zeros_like(gathered).index_copy(0, perm, gathered)
+        key_padding = ~slots.mask & (steps[None, :] > 0)
+        return slots.from_dense(self._dense(xd, causal, key_padding))
 
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}({self.channels}, heads={self.heads}, '

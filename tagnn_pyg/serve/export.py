@@ -32,14 +32,18 @@ TargetAttention picks its chunk of targets from the number of positions
 chunk of :data:`EXPORT_CHUNK` targets instead. Chunks only split the target
 columns, so every score is computed by the same operations.
 
-TAGNN++'s :class:`~tagnn_pyg.nn.SessionTransformer` pads each session to the
-batch's longest, a data-dependent shape; the exported copy pads every session
-to a fixed :math:`L` (``SessionTransformer.static_length``, the export's
+The layers that pad sessions (TAGNN++'s
+:class:`~tagnn_pyg.nn.SessionTransformer`, GC-SAN's
+:class:`~tagnn_pyg.nn.SessionSelfAttention`, the GRU of NARM and GRU4Rec) pad
+each session to the batch's longest, a data-dependent shape; the exported copy
+pads every session to a fixed :math:`L` (their ``static_length``, see
+:class:`~tagnn_pyg.utils.static_dense.StaticDenseBatch`; the export's
 ``max_session_length``, default :data:`DEFAULT_MAX_SESSION_LENGTH` capped by
-the positional embeddings' ``max_length``), recorded in the sidecar. Longer
+positional embeddings' ``max_length``), recorded in the sidecar. Longer
 sessions must be refused before scoring (the
 :class:`~tagnn_pyg.serve.Recommender` of an exported file does; the exported
-graph itself returns NaN scores for them, never truncated ones).
+graph itself returns NaN scores for them, never truncated ones). LESSR, which
+builds its graphs inside the model, is refused (``LESSR.export_unsupported``).
 """
 from __future__ import annotations
 
@@ -103,8 +107,6 @@ def _exportable(model: torch.nn.Module, name: str,
                 ) -> Tuple[torch.nn.Module, Optional[int]]:
     r"""An eval-mode copy of ``model`` that the exporters can trace, and the
     longest session it takes (``None``: any length)."""
-    from ..nn.session_transformer import SessionTransformer
-
     if max_session_length is not None and (
             not isinstance(max_session_length, int) or isinstance(max_session_length, bool)
             or max_session_length < 1):
@@ -115,11 +117,17 @@ def _exportable(model: torch.nn.Module, name: str,
                          f"(released_padding=True), whose scores depend on the data "
                          f"set's longest session: export a model trained with "
                          f"released_padding=False")
+    reason = getattr(model, 'export_unsupported', None)
+    if reason:
+        raise ValueError(f"model {name!r} cannot be exported: {reason}; serve it with "
+                         f"backend='torch'")
     model = copy.deepcopy(model).eval()
-    layers = [m for m in model.modules() if isinstance(m, SessionTransformer)]
-    caps = [layer.max_length for layer in layers if layer.pos_emb is not None]
+    # The modules that pad sessions (SessionTransformer, SessionSelfAttention, the
+    # GRU models) pad to a fixed length in the exported copy (StaticDenseBatch).
+    padded = [m for m in model.modules() if hasattr(m, 'static_length')]
+    caps = [m.max_length for m in padded if getattr(m, 'pos_emb', None) is not None]
     length = max_session_length
-    if length is None and layers:
+    if length is None and padded:
         length = min([DEFAULT_MAX_SESSION_LENGTH] + caps)
     for cap in caps:
         if length > cap:
@@ -127,8 +135,8 @@ def _exportable(model: torch.nn.Module, name: str,
                              f"max_length={cap} positions of model {name!r}'s "
                              f"positional embeddings: export with "
                              f"max_session_length <= {cap}")
-    for layer in layers:
-        layer.static_length = length
+    for module in padded:
+        module.static_length = length
     for module in model.modules():
         if type(module).__name__ == 'TargetAttention':
             module.chunk_size = EXPORT_CHUNK
@@ -162,12 +170,13 @@ def export_model(checkpoint: Union[str, Path], fmt: str, out: Union[str, Path],
         out (str or Path): the file to write; the sidecar goes to ``out + '.json'``.
         max_session_length (int, optional): the longest session the export
             takes, recorded in the sidecar and enforced by the
-            :class:`~tagnn_pyg.serve.Recommender` of the file. For TAGNN++ it
-            is the fixed length :math:`L` every session is padded to in the
-            Transformer layer (attention over :math:`L` slots per session);
-            default :data:`DEFAULT_MAX_SESSION_LENGTH`, capped by the
-            positional embeddings' ``max_length``. For SR-GNN and TAGNN,
-            whose graphs take any length, default ``None`` (no limit).
+            :class:`~tagnn_pyg.serve.Recommender` of the file. For the models
+            that pad sessions (TAGNN++, GC-SAN, NARM, GRU4Rec) it is the fixed
+            length :math:`L` every session is padded to (attention or GRU
+            steps over :math:`L` slots per session); default
+            :data:`DEFAULT_MAX_SESSION_LENGTH`, capped by positional
+            embeddings' ``max_length``. For SR-GNN, TAGNN and STAMP, whose
+            graphs take any length, default ``None`` (no limit).
 
     Returns:
         The sidecar's content.

@@ -203,7 +203,8 @@ class Recommender:
                         backend: str = 'torch', *, onnx_path: Optional[Union[str, Path]] = None,
                         pt2_path: Optional[Union[str, Path]] = None,
                         pad_length: Optional[int] = None, **kwargs: Any) -> 'Recommender':
-        r"""Load a checkpoint (SR-GNN, TAGNN or TAGNN++) with its item-id mapping.
+        r"""Load a checkpoint (any model of :data:`tagnn_pyg.models.MODELS`) with
+        its item-id mapping.
 
         Args:
             path (str or Path): ``best.pt`` or ``last.pt`` of a run.
@@ -215,7 +216,8 @@ class Recommender:
                 ``torch.export`` program, ``pt2_path``, default suffix
                 ``.pt2``; run on the CPU). With an exported file the longest
                 session accepted is the sidecar's ``max_session_length``
-                (TAGNN++: the fixed length it was exported with); a larger
+                (TAGNN++, GC-SAN, NARM, GRU4Rec: the fixed length it was
+                exported with); a larger
                 ``max_session_length`` is refused.
             onnx_path (str or Path, optional): the ONNX file.
             pt2_path (str or Path, optional): the ``.pt2`` file.
