@@ -323,14 +323,21 @@ def test_static_length_matches_dense_reference(cid):
         model(batch_of(SESSIONS))
 
 
-def test_self_attention_static_length_with_interleaving_and_empty_sessions():
+@pytest.mark.parametrize('causal', [False, True])
+def test_self_attention_static_length_with_interleaving_and_empty_sessions(causal):
     torch.manual_seed(1)
-    sa = SessionSelfAttention(6, num_layers=2, heads=3, causal=True).double().eval()
+    sa = SessionSelfAttention(6, num_layers=2, heads=3, causal=causal).double().eval()
     x = torch.randn(7, 6, dtype=torch.float64)
     index = torch.tensor([0, 1, 0, 2, 1, 0, 2])          # interleaved; session 3 empty
-    sa.static_length = 3
+    sa.static_length = 5                                  # padded slots after every session
     out = sa(x, index, dim_size=4)
-    assert torch.isfinite(out).all()
     for b in range(3):
         sel = (index == b).nonzero().view(-1)
         torch.testing.assert_close(out[sel], ref_blocks(sa, x[sel]))
+    # an empty session (all its slots padding) leaves the gradients finite, both paths
+    sa.train()
+    for length in (None, 5):
+        sa.static_length = length
+        sa.zero_grad()
+        sa(x.clone().requires_grad_(), index, dim_size=4).sum().backward()
+        assert all(torch.isfinite(p.grad).all() for p in sa.parameters()), length

@@ -161,3 +161,42 @@ def test_lessr_export_is_refused_with_the_reason(tmp_path):
                                              r"counts depend on the data.*backend='torch'"):
             export_model(path, fmt, tmp_path / f'c.{fmt}')
         assert not (tmp_path / f'c.{fmt}').exists()
+
+
+def test_export_latency_benchmark_runs(tmp_path):
+    """benchmarks/export_latency.py (docs/serving.md's figures) on a few real
+    sessions: every backend scored, the exports equal torch, the report written."""
+    import json
+    import sys
+    from conftest import REPO, SHARED_DATASETS
+    require_shared('diginetica')
+    sys.path.insert(0, str(REPO / 'benchmarks'))
+    try:
+        import export_latency
+    finally:
+        sys.path.remove(str(REPO / 'benchmarks'))
+    export_latency.main(['--root', str(SHARED_DATASETS), '--models', 'stamp', 'gcsan',
+                         '--sessions', '100', '--batch', '50', '--lengths', '10', '--warmup',
+                         '0', '--out', str(tmp_path)])
+    result = json.loads((tmp_path / 'export_latency_cpu.json').read_text())
+    got = {(r['model'], r['backend'], r['L']) for r in result['rows']}
+    assert got == {('stamp', 'torch', None), ('stamp', 'onnx', None), ('stamp', 'pt2', None),
+                   ('gcsan', 'torch', None), ('gcsan', 'onnx', 10), ('gcsan', 'pt2', 10)}
+    assert all(r['max_abs_diff'] <= 1e-4 and r['ms_per_batch_median'] > 0
+               for r in result['rows'])
+    assert result['batches'] == 2
+    assert '| gcsan | `gcsan` | onnx | 10 |' in (tmp_path / 'export_latency_cpu.md').read_text()
+
+
+def test_onnxruntime_gets_torchs_thread_count(tmp_path):
+    """`serve --threads N` sets torch's threads; the ONNX backend must not take every
+    core beside it (onnxruntime's default)."""
+    path = tiny_checkpoint(tmp_path / 'c.pt')
+    export_model(path, 'onnx', tmp_path / 'c.onnx')
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        rec = Recommender.from_checkpoint(path, backend='onnx')
+        assert rec.scorer.session.get_session_options().intra_op_num_threads == 1
+    finally:
+        torch.set_num_threads(before)

@@ -20,7 +20,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument('--max-session-length', type=positive_int, default=None, metavar='L',
                    help='longest session the export takes, recorded in FILE.json and '
                         'enforced by the Recommender of the file; TAGNN++, GC-SAN, NARM '
-                        'and GRU4Rec pad every session to L (default: 200, at most '
+                        'and GRU4Rec pad every session to L (default: 200, at most the '
                         "positional embeddings' max_length; SR-GNN, TAGNN, STAMP: no "
                         "limit; LESSR cannot be exported)")
     add_debug(p)

@@ -5,7 +5,9 @@ clicks in order, ``batch.x[batch.seq]`` (item ids) with ``batch.seq_batch``
 (session of each click, sorted by PyG batching). The recurrent models pad them
 to ``[B, L_max]`` with :func:`torch_geometric.utils.to_dense_batch` and run the
 GRU on a :func:`~torch.nn.utils.rnn.pack_padded_sequence`, so a padded slot
-never enters a session's states, and scatter the states back to positions.
+never enters a session's states, and scatter the states back to positions. The
+exported copy of a model (``static_length`` set) pads to a fixed length instead
+and runs the GRU unpacked (:func:`gru_positions`).
 """
 from __future__ import annotations
 
@@ -71,7 +73,9 @@ def gru_positions(gru: torch.nn.GRU, x: Tensor, index: Tensor,
         if gru.bidirectional:
             raise ValueError("static_length needs a unidirectional GRU (padding comes "
                              "after the clicks)")
-        slots = StaticDenseBatch(index, num_sessions, int(static_length))
+        slots = StaticDenseBatch(index, num_sessions, static_length)
+        if not torch.compiler.is_compiling() and bool((slots.counts == 0).any()):
+            raise ValueError("every session needs at least one click")
         out, _ = gru(slots.to_dense(x))
         return slots.from_dense(out)
     dense, mask = dense_clicks(x, index, num_sessions)

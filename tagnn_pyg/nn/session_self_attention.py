@@ -160,7 +160,7 @@ class SessionSelfAttention(torch.nn.Module):
             perm = torch.sort(index, stable=True)[1]     # group by session, keep order
             xd, mask = to_dense_batch(x[perm], index[perm], batch_size=dim_size)
         else:
-            slots = StaticDenseBatch(index, dim_size, int(static_length))
+            slots = StaticDenseBatch(index, dim_size, static_length)
             xd, mask = slots.to_dense(x), slots.mask
         L = xd.size(1)
         steps = torch.arange(L, device=x.device)

@@ -70,7 +70,8 @@ class SessionTransformer(torch.nn.Module):
     path's (masked slots get zero attention weight); the cost is attention
     over :math:`L` slots per session instead of the batch's longest. A session
     longer than :math:`L` raises a :class:`ValueError` in eager mode and gets
-    NaN outputs in a traced graph (see there).
+    NaN outputs in a traced graph (see
+    :class:`~tagnn_pyg.utils.static_dense.StaticDenseBatch`).
 
     Args:
         channels (int): Feature size :math:`d`.
@@ -183,7 +184,7 @@ class SessionTransformer(torch.nn.Module):
         index = resolve_index(x, index, ptr)
         static_length = getattr(self, 'static_length', None)
         if static_length is not None:
-            return self._forward_static(x, index, dim_size, int(static_length))
+            return self._forward_static(x, index, dim_size, static_length)
         # Group positions by session, keeping click order (no-op when sorted).
         perm = torch.sort(index, stable=True)[1]
         xd, mask = to_dense_batch(x[perm], index[perm], batch_size=dim_size)

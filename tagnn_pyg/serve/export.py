@@ -38,7 +38,7 @@ The layers that pad sessions (TAGNN++'s
 each session to the batch's longest, a data-dependent shape; the exported copy
 pads every session to a fixed :math:`L` (their ``static_length``, see
 :class:`~tagnn_pyg.utils.static_dense.StaticDenseBatch`; the export's
-``max_session_length``, default :data:`DEFAULT_MAX_SESSION_LENGTH` capped by
+``max_session_length``, default :data:`DEFAULT_MAX_SESSION_LENGTH` capped by the
 positional embeddings' ``max_length``), recorded in the sidecar. Longer
 sessions must be refused before scoring (the
 :class:`~tagnn_pyg.serve.Recommender` of an exported file does; the exported
@@ -122,8 +122,9 @@ def _exportable(model: torch.nn.Module, name: str,
         raise ValueError(f"model {name!r} cannot be exported: {reason}; serve it with "
                          f"backend='torch'")
     model = copy.deepcopy(model).eval()
-    # The modules that pad sessions (SessionTransformer, SessionSelfAttention, the
-    # GRU models) pad to a fixed length in the exported copy (StaticDenseBatch).
+    # The contract: a module with a ``static_length`` attribute pads sessions, and
+    # pads them to exactly that many slots when it is set (StaticDenseBatch):
+    # SessionTransformer, SessionSelfAttention, NARM and GRU4Rec (their GRU).
     padded = [m for m in model.modules() if hasattr(m, 'static_length')]
     caps = [m.max_length for m in padded if getattr(m, 'pos_emb', None) is not None]
     length = max_session_length

@@ -246,8 +246,8 @@ def create_app(recommender: Recommender, max_batch: int = 256, max_wait_ms: floa
         await batcher.close()
 
     app = FastAPI(title='tagnn-pyg', version=__version__, lifespan=lifespan,
-                  description='Session-based recommendation (SR-GNN, TAGNN, TAGNN++): '
-                  'raw item ids in, top-k raw item ids and scores (logits) out.')
+                  description=f'Session-based recommendation ({recommender.name}): raw '
+                  'item ids in, top-k raw item ids and scores (logits) out.')
     app.state.batcher = batcher
     app.state.recommender = recommender
 

@@ -214,7 +214,9 @@ class Recommender:
                 :func:`~tagnn_pyg.serve.export.export_model`, ``onnx_path``,
                 default ``path`` with suffix ``.onnx``) or ``'pt2'`` (the
                 ``torch.export`` program, ``pt2_path``, default suffix
-                ``.pt2``; run on the CPU). With an exported file the longest
+                ``.pt2``; run on the CPU). onnxruntime runs with
+                :func:`torch.get_num_threads` intra-op threads, as torch
+                would. With an exported file the longest
                 session accepted is the sidecar's ``max_session_length``
                 (TAGNN++, GC-SAN, NARM, GRU4Rec: the fixed length it was
                 exported with); a larger
@@ -257,7 +259,9 @@ class Recommender:
         scorer: Any = None
         if backend in ('onnx', 'pt2'):
             from .export import OnnxScorer, Pt2Scorer
-            scorer = (OnnxScorer(onnx_path or Path(path).with_suffix('.onnx'))
+            # onnxruntime gets torch's thread count (tagnn-pyg serve --threads)
+            scorer = (OnnxScorer(onnx_path or Path(path).with_suffix('.onnx'),
+                                 num_threads=torch.get_num_threads())
                       if backend == 'onnx'
                       else Pt2Scorer(pt2_path or Path(path).with_suffix('.pt2')))
             if scorer.sidecar.get('num_items') != num_items:

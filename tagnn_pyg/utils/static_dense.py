@@ -13,6 +13,8 @@ does on the copy it exports.
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from torch import Tensor
 
@@ -55,9 +57,14 @@ class StaticDenseBatch:
     Attributes:
         counts (torch.Tensor): :math:`n_b`, shape :math:`(B)`.
         mask (torch.Tensor): :math:`(B, L)`, ``True`` at real clicks.
+
+    Shapes:
+        - **input:** ``index`` :math:`(N)`
+        - :meth:`to_dense`: :math:`(N, *) \to (B, L, *)`
+        - :meth:`from_dense`: :math:`(B, L, *) \to (N, *)`
     """
 
-    def __init__(self, index: Tensor, num_sessions: int, length: int) -> None:
+    def __init__(self, index: Tensor, num_sessions: Optional[int], length: int) -> None:
         if num_sessions is None:
             raise ValueError("static_length needs dim_size (the number of sessions B, "
                              "from a tensor size such as last.size(0)): B = "
@@ -95,10 +102,13 @@ class StaticDenseBatch:
     def from_dense(self, dense: Tensor) -> Tensor:
         r""":math:`(B, L, *)` -> the features of the real slots :math:`(N, *)`, in
         the input order (NaN for the positions of a session longer than
-        :math:`L`)."""
+        :math:`L`; floating features only, integer ones are returned as they
+        are)."""
         rest = dense.shape[2:]
         gathered = dense.reshape((self.num_sessions * self.length, ) + rest)
         gathered = gathered.index_select(0, self.slot)
-        poisoned = self.too_long.view((-1, ) + (1, ) * len(rest))
-        gathered = torch.where(poisoned, torch.full_like(gathered, float('nan')), gathered)
+        if gathered.is_floating_point():
+            poisoned = self.too_long.view((-1, ) + (1, ) * len(rest))
+            gathered = torch.where(poisoned, torch.full_like(gathered, float('nan')),
+                                   gathered)
         return torch.zeros_like(gathered).index_copy(0, self.perm, gathered)
