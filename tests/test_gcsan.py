@@ -341,3 +341,14 @@ def test_self_attention_static_length_with_interleaving_and_empty_sessions(causa
         sa.zero_grad()
         sa(x.clone().requires_grad_(), index, dim_size=4).sum().backward()
         assert all(torch.isfinite(p.grad).all() for p in sa.parameters()), length
+
+
+def test_causal_mask_changes_scores_only_from_two_blocks():
+    """Only E_n is read and the last click attends to every click with or without the
+    causal mask, so with k = 1 the scores are the same; with k = 2 the earlier clicks'
+    masked outputs feed E_n and they differ."""
+    with torch.no_grad():
+        for k, same in ((1, True), (2, False)):
+            a = make('default', num_layers=k).double().eval()(batch_of(SESSIONS))
+            b = make('default', num_layers=k, causal=True).double().eval()(batch_of(SESSIONS))
+            assert torch.allclose(a, b, atol=1e-12) is same, k
