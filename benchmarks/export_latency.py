@@ -7,7 +7,7 @@ Diginetica test sessions::
 
 The models are randomly initialised at their presets' sizes (latency does not depend on
 the weights; the scores are compared with torch's as a check). The models that pad
-sessions in their exported copy (TAGNN++, GC-SAN, NARM, GRU4Rec:
+sessions in their exported copy (TAGNN++, GC-SAN, NARM, GRU4Rec, LESSR:
 ``StaticDenseBatch``) are exported once per ``--lengths`` L, which shows what the fixed
 length costs; SR-GNN, TAGNN and STAMP take any length and are exported once. Every
 backend scores the same prebuilt batches (``--batch`` sessions each, the graphs built
@@ -34,7 +34,7 @@ from serve_report import write_report
 
 HERE = Path(__file__).resolve().parent
 #: Models whose exported copy pads sessions to a fixed length.
-PADDED = ('tagnnpp', 'gcsan', 'narm', 'gru4rec')
+PADDED = ('tagnnpp', 'gcsan', 'narm', 'gru4rec', 'lessr')
 MODELS = ('srgnn', 'tagnn', 'stamp') + PADDED
 PRESETS = {'tagnnpp': 'tagnnpp-paper-diginetica'}
 

@@ -16,7 +16,8 @@ from tagnn_pyg.data import SessionData
 from tagnn_pyg.data.srgnn_format import write_srgnn_folder
 from tagnn_pyg.data.synthetic import make_synthetic_sessions
 from tagnn_pyg.models import LESSR, MODELS
-from tagnn_pyg.nn import EOPAConv, ShortcutGATConv, eop_multigraph, shortcut_graph
+from tagnn_pyg.nn import (EOPAConv, ShortcutGATConv, eop_multigraph, shortcut_graph,
+                          static_eop_multigraph, static_shortcut_graph)
 
 M = 30   # item ids 0..29 (0 = padding)
 #: repeats, a repeated transition (5 -> 3 twice), length 1, differing lengths
@@ -479,3 +480,117 @@ def test_cli_train_smoke(tmp_path, capsys):
     res = json.loads(capsys.readouterr().out)
     assert len(res['recommendations']) == 5
     assert all(1 <= r['item'] < 60 for r in res['recommendations'])
+
+
+# ---------------------------------------------------------------- static length (export)
+def test_static_graphs_keep_the_edges_of_the_data_dependent_ones():
+    """The fixed-size graphs of the exported copy: their kept columns are the
+    released loops' edges (the EOP ones in click order), on random sessions."""
+    g = torch.Generator().manual_seed(6)
+    seqs = [torch.randint(1, 8, (int(torch.randint(1, 12, (1, ), generator=g)), ),
+                          generator=g).tolist() for _ in range(40)]
+    batch = batch_of(seqs)
+    mg, mg_mask = static_eop_multigraph(batch.seq, batch.seq_batch)
+    assert mg.shape == (2, batch.seq.numel()) and mg_mask.shape == (batch.seq.numel(), )
+    assert torch.equal(mg[:, mg_mask], eop_multigraph(batch.seq, batch.seq_batch))
+    # every click is the target of exactly one column (a node: one per click on it)
+    assert torch.equal(torch.sort(mg[1]).values, torch.sort(batch.seq).values)
+    for length in (11, 14):
+        sg, sg_mask = static_shortcut_graph(batch.seq, batch.seq_batch, batch.num_nodes,
+                                            len(seqs), length)
+        assert sg.shape == (2, batch.num_nodes * length)
+        got = [tuple(e) for e in sg[:, sg_mask].t().tolist()]
+        want = shortcut_graph(batch.seq, batch.seq_batch, batch.num_nodes)
+        assert len(got) == len(set(got)) and set(got) == set(map(tuple, want.t().tolist()))
+    with pytest.raises(ValueError, match='distinct items, more than static_length=3'):
+        static_shortcut_graph(batch.seq, batch.seq_batch, batch.num_nodes, len(seqs), 3)
+
+
+def test_layers_with_edge_masks_equal_the_kept_edges():
+    """A masked edge is an absent one: EOPAConv (packed and fixed-slot paths) and
+    ShortcutGATConv against the GRUCell loop and the dense attention over the kept
+    edges."""
+    torch.manual_seed(2)
+    x = torch.randn(6, 5, dtype=torch.float64)
+    edge_index = torch.tensor([[3, 4, 1, 0, 3, 2, 2, 5, 1],
+                               [0, 2, 0, 2, 0, 1, 3, 0, 4]])
+    mask = torch.tensor([True, True, False, True, True, True, True, False, True])
+    eopa = EOPAConv(5, 4).double()
+    randomise_norms(eopa)
+    eopa.eval()
+    in_lists = [[3, 3], [2], [4, 0], [2], [1], []]        # the kept edges, in order
+    want = ref_eopa(eopa, x, in_lists)
+    torch.testing.assert_close(eopa(x, edge_index, edge_mask=mask), want)
+    for length in (4, 6):       # node 0 has 4 columns (2 kept): its slots hold all of them
+        eopa.static_length = length
+        torch.testing.assert_close(eopa(x, edge_index, edge_mask=mask), want)
+    eopa.static_length = 2
+    torch.testing.assert_close(eopa(x, edge_index[:, mask]), want)
+    eopa.static_length = 3
+    with pytest.raises(ValueError, match='a node has 4 in-edges, more than static_length=3'):
+        eopa(x, edge_index, edge_mask=mask)
+    with pytest.raises(ValueError, match=r'edge_mask must have shape \[9\]'):
+        eopa(x, edge_index, edge_mask=mask[:3])
+    sgat = ShortcutGATConv(5, 4, hidden_channels=3).double()
+    randomise_norms(sgat)
+    sgat.eval()
+    in_sets = [{0, 2}, {0, 1, 3, 4}, {2}, {3, 0}, {4}, {5}]
+    kept = torch.tensor([(u, v) for v, us in enumerate(in_sets) for u in sorted(us)]).t()
+    extra = torch.tensor([[1, 5, 2, 4], [0, 0, 3, 5]])     # masked: as if absent
+    full = torch.cat([extra[:, :2], kept, extra[:, 2:]], dim=1)
+    full_mask = torch.ones(full.size(1), dtype=torch.bool)
+    full_mask[[0, 1, -2, -1]] = False
+    got = sgat(x, full, edge_mask=full_mask)
+    torch.testing.assert_close(got, sgat(x, kept))
+    torch.testing.assert_close(got, ref_sgat(sgat, x, in_sets))
+
+
+@pytest.mark.parametrize('kw', [dict(), dict(num_layers=4), dict(max_norm=None)],
+                         ids=['default', '4layers', 'no-max-norm'])
+def test_static_length_matches_dense_reference(kw):
+    """The exported copy's path (static_length on the model and its EOPA layers):
+    the dense reference's scores, without renormalising the table in place."""
+    model = make(**kw).double()
+    with torch.no_grad():
+        model.embedding.weight.mul_(0.6)        # some rows inside the norm ball, some not
+    randomise_norms(model)
+    model.eval()
+    table = renormed(model.embedding.weight.detach().clone(), model.max_norm)
+    before = model.embedding.weight.detach().clone()
+    longest = max(len(s) for s in SESSIONS)
+    for length in (longest, longest + 3):
+        for m in model.modules():
+            if hasattr(m, 'static_length'):
+                m.static_length = length
+        with torch.no_grad():
+            scores = model(batch_of(SESSIONS))
+        for b, seq in enumerate(SESSIONS):
+            torch.testing.assert_close(scores[b, 1:], ref_lessr(model, table, [seq])[0],
+                                       atol=1e-5, rtol=1e-5)
+        assert torch.equal(model.embedding.weight, before)      # nothing changed in place
+    # the graphs' sizes hold a session of up to L distinct items (its clicks may be
+    # more: the Recommender of an export refuses those before scoring anyway)
+    for m in model.modules():
+        if hasattr(m, 'static_length'):
+            m.static_length = 6
+    with pytest.raises(ValueError, match='a session has 7 distinct items, more than '
+                                         'static_length=6'):
+        model(batch_of(SESSIONS))
+
+
+def test_static_length_traced_too_long_session_is_nan_never_wrong(monkeypatch):
+    """In a traced graph the length checks cannot raise: a session with more distinct
+    items, or a node with more clicks, than the slots scores NaN; the others exactly."""
+    model = make().eval()
+    randomise_norms(model)
+    sessions = [[5, 3, 5, 7, 3], [1, 2, 3, 4, 5, 6, 2, 7], [9] * 8, [20, 20, 21]]
+    with torch.no_grad():
+        want = model(batch_of(sessions))
+    for m in model.modules():
+        if hasattr(m, 'static_length'):
+            m.static_length = 6         # session 1: 7 distinct items; session 2: 8 clicks on 9
+    monkeypatch.setattr(torch.compiler, 'is_compiling', lambda: True)
+    with torch.no_grad():
+        got = model(batch_of(sessions))
+    assert torch.isnan(got[[1, 2], 1:]).all()
+    torch.testing.assert_close(got[[0, 3]], want[[0, 3]], atol=1e-5, rtol=1e-5)

@@ -1,7 +1,7 @@
 """The ONNX and torch.export backends equal the torch backend on 1,000 real
 Diginetica test sessions (small models trained a few steps: TAGNN, and every model
-whose exported copy pads sessions to a fixed length); LESSR is refused with the
-reason. Needs the ``onnx`` extra, skipped without it and run in CI."""
+whose exported copy pads sessions to a fixed length, LESSR's graphs included).
+Needs the ``onnx`` extra, skipped without it and run in CI."""
 import pytest
 import torch
 
@@ -9,7 +9,7 @@ from conftest import require_shared
 from serve_utils import assert_same_top_k, require_module, tiny_checkpoint
 from tagnn_pyg.checkpoint import save_checkpoint
 from tagnn_pyg.data.batching import build_session_batch
-from tagnn_pyg.models import GCSAN, GRU4Rec, NARM, STAMP, TAGNN, TAGNNPlusPlus
+from tagnn_pyg.models import GCSAN, LESSR, GRU4Rec, NARM, STAMP, TAGNN, TAGNNPlusPlus
 from tagnn_pyg.serve import RecommendError, Recommender
 from tagnn_pyg.serve.export import export_model
 
@@ -79,7 +79,8 @@ def test_onnx_backend_checks(tmp_path):
 
 
 #: The models whose exported copy pads sessions to a fixed length (their
-#: SessionTransformer, SessionSelfAttention or GRU; StaticDenseBatch), and STAMP.
+#: SessionTransformer, SessionSelfAttention or GRU, LESSR's graphs; StaticDenseBatch),
+#: and STAMP.
 PADDED = {
     'tagnnpp-paper': ('tagnnpp', lambda n: TAGNNPlusPlus(n, 16, heads=2, layer='paper')),
     'tagnnpp-released': ('tagnnpp', lambda n: TAGNNPlusPlus(n, 16, heads=2,
@@ -90,6 +91,7 @@ PADDED = {
     'narm': ('narm', lambda n: NARM(n, 16, embedding_channels=8)),
     'gru4rec': ('gru4rec', lambda n: GRU4Rec(n, 16, num_layers=2)),
     'stamp': ('stamp', lambda n: STAMP(n, 16)),
+    'lessr': ('lessr', lambda n: LESSR(n, 16)),
 }
 
 
@@ -130,7 +132,7 @@ def test_padded_models_onnx_and_pt2_equal_torch_on_real_sessions(tmp_path, digin
                        for it, sc in zip(r.items, r.scores) if it in swapped_in)
 
 
-@pytest.mark.parametrize('name', ['tagnnpp', 'gcsan', 'narm', 'gru4rec'])
+@pytest.mark.parametrize('name', ['tagnnpp', 'gcsan', 'narm', 'gru4rec', 'lessr'])
 def test_padded_export_refuses_longer_sessions(tmp_path, name):
     path = tiny_checkpoint(tmp_path / 'c.pt', name)
     side = export_model(path, 'onnx', tmp_path / 'c.onnx', max_session_length=6)
@@ -152,15 +154,6 @@ def test_padded_export_refuses_longer_sessions(tmp_path, name):
         ref = Recommender.from_checkpoint(path).model(batch)
     assert torch.isnan(got[1, 1:]).all()
     assert (got[[0, 2], 1:] - ref[[0, 2], 1:]).abs().max() <= 1e-5
-
-
-def test_lessr_export_is_refused_with_the_reason(tmp_path):
-    path = tiny_checkpoint(tmp_path / 'c.pt', 'lessr')
-    for fmt in ('onnx', 'pt2'):
-        with pytest.raises(ValueError, match=r"model 'lessr' cannot be exported: .*edge "
-                                             r"counts depend on the data.*backend='torch'"):
-            export_model(path, fmt, tmp_path / f'c.{fmt}')
-        assert not (tmp_path / f'c.{fmt}').exists()
 
 
 def test_export_latency_benchmark_runs(tmp_path):

@@ -19,10 +19,10 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument('--out', required=True, metavar='FILE', help='the file to write')
     p.add_argument('--max-session-length', type=positive_int, default=None, metavar='L',
                    help='longest session the export takes, recorded in FILE.json and '
-                        'enforced by the Recommender of the file; TAGNN++, GC-SAN, NARM '
-                        'and GRU4Rec pad every session to L (default: 200, at most the '
-                        "positional embeddings' max_length; SR-GNN, TAGNN, STAMP: no "
-                        "limit; LESSR cannot be exported)")
+                        'enforced by the Recommender of the file; TAGNN++, GC-SAN, NARM, '
+                        'GRU4Rec and LESSR pad every session to L (default: 200, at most '
+                        "the positional embeddings' max_length; SR-GNN, TAGNN, STAMP: no "
+                        "limit)")
     add_debug(p)
     p.set_defaults(run=run)
     return p

@@ -15,9 +15,10 @@ from torch_geometric.utils import scatter, softmax
 from tagnn_pyg.models.scoring import (SessionPositions, SessionRecommender,
                                       check_session_batch, dot_scores)
 from tagnn_pyg.nn.eopa_conv import (EOPAConv, check_dropout, check_positive_int,
-                                    eop_multigraph)
+                                    eop_multigraph, static_eop_multigraph)
 from tagnn_pyg.nn.readouts import last_position, resolve_index
-from tagnn_pyg.nn.shortcut_gat_conv import ShortcutGATConv, shortcut_graph
+from tagnn_pyg.nn.shortcut_gat_conv import (ShortcutGATConv, shortcut_graph,
+                                             static_shortcut_graph)
 
 __all__ = ['LESSR', 'LESSRAttentionReadout']
 
@@ -197,13 +198,6 @@ class LESSR(SessionRecommender):
           :math:`-\infty`) or :math:`(B, C)`
     """
 
-    #: Why :func:`tagnn_pyg.serve.export.export_model` refuses this model.
-    export_unsupported = ("LESSR builds its EOP multigraph and shortcut graph from "
-                          "the clicks inside the model (edges kept where consecutive "
-                          "clicks are in the same session, one shortcut per ordered "
-                          "pair), so their edge counts depend on the data and no "
-                          "dynamic-shape export keeps them")
-
     def __init__(self, num_items: int, hidden_channels: int = 32, num_layers: int = 3,
                  dropout: float = 0.2, batch_norm: bool = True,
                  max_norm: Optional[float] = 1.0) -> None:
@@ -236,6 +230,8 @@ class LESSR(SessionRecommender):
         self.norm = BatchNorm(width, allow_single_element=True) if self.batch_norm \
             else None
         self.lin_sr = Linear(width, d, bias=False)                      # fc_sr
+        #: Fixed slots per session (export only; ``None``: data-dependent graphs).
+        self.static_length: Optional[int] = None
         self.reset_parameters()
 
     def config(self) -> Dict[str, Any]:
@@ -265,17 +261,53 @@ class LESSR(SessionRecommender):
             ids = torch.arange(weight.size(0), device=weight.device)
             torch.embedding_renorm_(weight, ids, self.max_norm, 2.0)
 
+    def item_table(self) -> Tensor:
+        r"""``[num_items, d]`` the item vectors as the model uses them: the
+        table itself, which :meth:`node_features` renormalises in place; with
+        :attr:`static_length` set (export) the same renormalisation
+        (:math:`\mathbf{v} \cdot \frac{\text{max\_norm}}{\|\mathbf{v}\| +
+        10^{-7}}` for the rows above ``max_norm``, as
+        :func:`torch.embedding_renorm_`) computed without changing the table."""
+        weight = self.embedding.weight
+        if self.static_length is None or self.max_norm is None:
+            return weight
+        norm = weight.norm(dim=1, keepdim=True)
+        scale = torch.where(norm > self.max_norm, self.max_norm / (norm + 1e-7),
+                            torch.ones_like(norm))
+        return weight * scale
+
     def node_features(self, batch: Any) -> Tensor:
         r"""``[N, (L + 1) d]`` node features after the densely connected
-        layers."""
-        self.renorm_items()
-        x = self.embedding(batch.x)
-        mg = eop_multigraph(batch.seq, batch.seq_batch)
-        sg = shortcut_graph(batch.seq, batch.seq_batch, x.size(0)) \
-            if self.num_layers > 1 else None
+        layers. With :attr:`static_length` :math:`L` set (export) the graphs
+        have sizes that come from the batch's sizes
+        (:func:`~tagnn_pyg.nn.static_eop_multigraph`,
+        :func:`~tagnn_pyg.nn.static_shortcut_graph`, with edge masks; EOPA's
+        fixed message slots, which :func:`~tagnn_pyg.serve.export.export_model`
+        sets too): the same values."""
+        B = batch.last.numel()
+        if self.static_length is None:
+            self.renorm_items()
+            x = self.embedding(batch.x)
+            mg = eop_multigraph(batch.seq, batch.seq_batch)
+            sg = shortcut_graph(batch.seq, batch.seq_batch, x.size(0)) \
+                if self.num_layers > 1 else None
+            mg_mask = mask = None
+        else:
+            x = self.item_table()[batch.x]
+            mg, mg_mask = static_eop_multigraph(batch.seq, batch.seq_batch)
+            sg, mask = static_shortcut_graph(batch.seq, batch.seq_batch, x.size(0), B,
+                                             self.static_length)
         for i, layer in enumerate(self.layers):
-            out = layer(x, mg) if i % 2 == 0 else layer(x, sg)
+            out = layer(x, mg, edge_mask=mg_mask) if i % 2 == 0 \
+                else layer(x, sg, edge_mask=mask)
             x = torch.cat([out, x], dim=1)
+        if self.static_length is not None:
+            # traced, a session of more distinct items than slots cannot raise: NaN
+            N = x.size(0)
+            session = batch.seq_batch.new_zeros(N).scatter_(0, batch.seq, batch.seq_batch)
+            nodes = session.new_zeros(B).scatter_add_(0, session, torch.ones_like(session))
+            too_long = (nodes > self.static_length)[session].view(-1, 1)
+            x = torch.where(too_long, torch.full_like(x, float('nan')), x)
         return x
 
     def positions(self, batch: Any) -> SessionPositions:
@@ -287,7 +319,9 @@ class LESSR(SessionRecommender):
         session = batch.seq_batch.new_zeros(N).scatter_(0, batch.seq, batch.seq_batch)
         is_last = torch.zeros(N, dtype=torch.long, device=h.device)
         is_last[batch.last.view(-1)] = 1
-        order = torch.sort(session * 2 + is_last, stable=True).indices
+        # stable sort as a sort of unique keys (ONNX has no stable sort)
+        order = torch.sort((session * 2 + is_last) * N +
+                           torch.arange(N, device=h.device)).indices
         return SessionPositions(h[order], session[order], B)
 
     def session_embedding(self, pos: SessionPositions) -> Tensor:
@@ -302,4 +336,4 @@ class LESSR(SessionRecommender):
         return self.lin_sr(s)
 
     def score(self, pos: SessionPositions, candidates: Optional[Tensor]) -> Tensor:
-        return dot_scores(self.session_embedding(pos), self.embedding.weight, candidates)
+        return dot_scores(self.session_embedding(pos), self.item_table(), candidates)

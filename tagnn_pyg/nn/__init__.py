@@ -17,9 +17,10 @@ __all__ += ['SessionTransformer']
 from tagnn_pyg.nn.session_self_attention import SessionSelfAttention
 
 __all__ += ['SessionSelfAttention']
-from tagnn_pyg.nn.eopa_conv import EOPAConv, eop_multigraph
+from tagnn_pyg.nn.eopa_conv import EOPAConv, eop_multigraph, static_eop_multigraph
 
-__all__ += ['EOPAConv', 'eop_multigraph']
-from tagnn_pyg.nn.shortcut_gat_conv import ShortcutGATConv, shortcut_graph
+__all__ += ['EOPAConv', 'eop_multigraph', 'static_eop_multigraph']
+from tagnn_pyg.nn.shortcut_gat_conv import (ShortcutGATConv, shortcut_graph,
+                                             static_shortcut_graph)
 
-__all__ += ['ShortcutGATConv', 'shortcut_graph']
+__all__ += ['ShortcutGATConv', 'shortcut_graph', 'static_shortcut_graph']

@@ -1,7 +1,7 @@
 r"""LESSR's edge-order preserving aggregation (EOPA) and its EOP multigraph."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -12,7 +12,16 @@ from torch_geometric.nn.conv import MessagePassing
 from torch_geometric.nn.norm import BatchNorm
 from torch_geometric.utils import to_dense_batch
 
-__all__ = ['EOPAConv', 'eop_multigraph']
+from tagnn_pyg.utils.static_dense import StaticDenseBatch
+
+__all__ = ['EOPAConv', 'eop_multigraph', 'static_eop_multigraph']
+
+
+def _stable_argsort(key: Tensor) -> Tensor:
+    r"""The stable ascending order of ``key``, as a sort of unique keys
+    (``key * n + position``; ONNX has no stable sort)."""
+    n = key.numel()
+    return torch.sort(key * n + torch.arange(n, device=key.device)).indices
 
 
 def check_positive_int(name: str, value: int) -> int:
@@ -61,6 +70,27 @@ def eop_multigraph(seq: Tensor, seq_batch: Tensor) -> Tensor:
     return torch.stack([seq[:-1][same], seq[1:][same]], dim=0)
 
 
+def static_eop_multigraph(seq: Tensor, seq_batch: Tensor) -> Tuple[Tensor, Tensor]:
+    r""":func:`eop_multigraph` with one column per click, so that no size depends
+    on the data (what ``torch.export`` needs): column :math:`k` is
+    :math:`s_k \to s_{(k+1) \bmod L}`, and ``edge_mask`` keeps the columns
+    whose two clicks are consecutive in one session. The kept columns are the
+    edges of :func:`eop_multigraph`, in the same order; pass ``edge_mask`` to
+    :class:`EOPAConv`. Every click is the target of exactly one column, so a
+    node has as many in-columns as clicks.
+
+    Shapes:
+        - **input:** ``seq`` :math:`(L)`, ``seq_batch`` :math:`(L)`
+        - **output:** ``edge_index`` :math:`(2, L)`, ``edge_mask`` :math:`(L)`
+    """
+    if seq.dim() != 1 or seq_batch.shape != seq.shape:
+        raise ValueError(f"seq and seq_batch must be 1-D of one length, got "
+                         f"{list(seq.shape)} and {list(seq_batch.shape)}")
+    steps = torch.arange(seq.numel(), device=seq.device)
+    same = (seq_batch.roll(-1) == seq_batch) & (steps < seq.numel() - 1)
+    return torch.stack([seq, seq.roll(-1)], dim=0), same
+
+
 class EOPAConv(MessagePassing):
     r"""The edge-order preserving aggregation layer (EOPA) of LESSR, from the
     `"Handling Information Loss of Graph Neural Networks for Session-based
@@ -102,6 +132,17 @@ class EOPAConv(MessagePassing):
     the GRU output at the last *padded* slot, so a node with fewer in-edges
     than the maximum would take extra GRU steps over zeros, and a node
     without in-edges would get the GRU's bias response instead of zero.
+
+    **Static length (export).** With :attr:`static_length` set to :math:`L`
+    (:func:`tagnn_pyg.serve.export.export_model` sets it on the copy it
+    exports), every node's messages are padded to exactly :math:`L` steps
+    (:class:`~tagnn_pyg.utils.static_dense.StaticDenseBatch`; a node of a
+    session of :math:`n \le L` clicks has at most :math:`n` in-edges), the
+    GRU runs unpacked over them and :math:`\mathbf{a}_i` is read at the
+    node's last real step (the messages are left-aligned, so it is the packed
+    state), zeros for a node without messages: the same values, no size
+    that depends on the data. A node with more than :math:`L` in-edges raises
+    a :class:`ValueError` in eager mode and gets NaN in a traced graph.
 
     Args:
         in_channels (int): Size :math:`C_{in}` of each input feature (and of
@@ -148,6 +189,8 @@ class EOPAConv(MessagePassing):
         self.lin_self = Linear(in_channels, out_channels, bias=False)    # fc_self
         self.lin_neigh = Linear(in_channels, out_channels, bias=False)   # fc_neigh
         self.act = PReLU(out_channels) if act else None
+        #: Fixed message slots per node (export only; ``None``: packed messages).
+        self.static_length: Optional[int] = None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -164,8 +207,8 @@ class EOPAConv(MessagePassing):
         if self.act is not None:
             self.act.reset_parameters()
 
-    def forward(self, x: Tensor, edge_index: Tensor,
-                edge_order: Optional[Tensor] = None) -> Tensor:
+    def forward(self, x: Tensor, edge_index: Tensor, edge_order: Optional[Tensor] = None,
+                edge_mask: Optional[Tensor] = None) -> Tensor:
         r"""Aggregate each node's ordered in-neighbours with the GRU.
 
         Args:
@@ -173,6 +216,8 @@ class EOPAConv(MessagePassing):
             edge_index (torch.Tensor): ``[2, E]`` edges :math:`j \to i`.
             edge_order (torch.Tensor, optional): ``[E]`` sort key of each edge
                 among the in-edges of its target (default: the column order).
+            edge_mask (torch.Tensor, optional): ``[E]`` bool, ``False`` for the
+                edges to ignore (:func:`static_eop_multigraph`).
         """
         if x.dim() != 2 or x.size(-1) != self.in_channels:
             raise ValueError(f"x must have shape [num_nodes, {self.in_channels}], "
@@ -186,21 +231,41 @@ class EOPAConv(MessagePassing):
             if edge_order.shape != (edge_index.size(1), ):
                 raise ValueError(f"edge_order must have shape [{edge_index.size(1)}] "
                                  f"(one key per edge), got {list(edge_order.shape)}")
-            edge_index = edge_index[:, torch.sort(edge_order, stable=True).indices]
-        # stable sort by target: within a target the edges keep their order
-        edge_index = edge_index[:, torch.sort(edge_index[1], stable=True).indices]
+        if edge_mask is not None and edge_mask.shape != (edge_index.size(1), ):
+            raise ValueError(f"edge_mask must have shape [{edge_index.size(1)}] (one "
+                             f"per edge), got {list(edge_mask.shape)}")
+        if edge_mask is not None and self.static_length is None:
+            edge_index = edge_index[:, edge_mask]
+            edge_order = edge_order[edge_mask] if edge_order is not None else None
+            edge_mask = None
+        if edge_order is not None:
+            perm = torch.sort(edge_order, stable=True).indices
+            edge_index = edge_index[:, perm]
+            edge_mask = edge_mask[perm] if edge_mask is not None else None
+        # stable sort by target: within a target the edges keep their order (and, on
+        # the static path, the masked edges come after the kept ones)
+        key = edge_index[1] * 2
+        if edge_mask is not None:
+            key = key + (~edge_mask).long()
+        perm = _stable_argsort(key)
+        edge_index = edge_index[:, perm]
+        edge_mask = edge_mask[perm] if edge_mask is not None else None
 
         h = x if self.batch_norm is None else self.batch_norm(x)
         m = torch.nn.functional.dropout(h, self.dropout, self.training)
-        # propagate_type: (x: Tensor)
-        agg = self.propagate(edge_index, x=m, size=(x.size(0), x.size(0)))
+        # propagate_type: (x: Tensor, edge_mask: Optional[Tensor])
+        agg = self.propagate(edge_index, x=m, edge_mask=edge_mask,
+                             size=(x.size(0), x.size(0)))
         out = self.lin_self(h) + self.lin_neigh(agg)
         return out if self.act is None else self.act(out)
 
     def aggregate(self, inputs: Tensor, index: Tensor, ptr: Optional[Tensor] = None,
-                  dim_size: Optional[int] = None) -> Tensor:
+                  dim_size: Optional[int] = None,
+                  edge_mask: Optional[Tensor] = None) -> Tensor:
         r"""The GRU over each node's messages in order (``index`` sorted);
         the state after the last one, zeros for a node without messages."""
+        if self.static_length is not None:
+            return self._aggregate_static(inputs, index, dim_size, edge_mask)
         num_nodes = int(dim_size) if dim_size is not None else int(index.max()) + 1
         out = inputs.new_zeros(num_nodes, self.in_channels)
         if inputs.size(0) == 0:
@@ -212,6 +277,23 @@ class EOPAConv(MessagePassing):
                                       enforce_sorted=False)
         _, h_n = self.gru(packed)          # [1, nodes with messages, C_in], input order
         return out.index_put((has.nonzero().view(-1), ), h_n[0])
+
+    def _aggregate_static(self, inputs: Tensor, index: Tensor, dim_size: Optional[int],
+                          edge_mask: Optional[Tensor]) -> Tensor:
+        r"""The GRU over exactly :attr:`static_length` message slots per node
+        (its kept messages first, then the masked ones, which come after the
+        state that is read and so change nothing); NaN for a node with more
+        in-edges than slots (the eager check raises first)."""
+        slots = StaticDenseBatch(index, dim_size, self.static_length, what='node/in-edges')
+        states, _ = self.gru(slots.to_dense(inputs))         # [N, L, C_in]
+        kept = slots.counts if edge_mask is None else \
+            torch.zeros_like(slots.counts).scatter_add_(0, index, edge_mask.long())
+        last = (kept - 1).clamp(min=0, max=self.static_length - 1)
+        h_n = states.gather(1, last.view(-1, 1, 1).expand(-1, 1, states.size(-1)))[:, 0]
+        h_n = torch.where((kept > 0).view(-1, 1), h_n, torch.zeros_like(h_n))
+        # traced, a node with more in-edges than slots cannot raise: NaN, never wrong
+        too_long = (slots.counts > self.static_length).view(-1, 1)
+        return torch.where(too_long, torch.full_like(h_n, float('nan')), h_n)
 
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}({self.in_channels}, {self.out_channels}, '

@@ -1,7 +1,7 @@
 r"""LESSR's shortcut graph attention (SGAT) and its shortcut graph."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -12,8 +12,9 @@ from torch_geometric.nn.norm import BatchNorm
 from torch_geometric.utils import softmax
 
 from tagnn_pyg.nn.eopa_conv import check_dropout, check_positive_int
+from tagnn_pyg.utils.static_dense import StaticDenseBatch
 
-__all__ = ['ShortcutGATConv', 'shortcut_graph']
+__all__ = ['ShortcutGATConv', 'shortcut_graph', 'static_shortcut_graph']
 
 
 def shortcut_graph(seq: Tensor, seq_batch: Tensor, num_nodes: int) -> Tensor:
@@ -77,6 +78,46 @@ def shortcut_graph(seq: Tensor, seq_batch: Tensor, num_nodes: int) -> Tensor:
     return torch.stack([u[keep], v[keep]], dim=0)
 
 
+def static_shortcut_graph(seq: Tensor, seq_batch: Tensor, num_nodes: int,
+                          num_sessions: int, length: int) -> Tuple[Tensor, Tensor]:
+    r""":func:`shortcut_graph` with a number of columns that comes from the sizes
+    (what ``torch.export`` needs): every target node :math:`v` gets the
+    :math:`L` = ``length`` candidate sources of its session's node slots
+    (:class:`~tagnn_pyg.utils.static_dense.StaticDenseBatch` over the nodes
+    grouped by session, :math:`n_b \le L` nodes each), and ``edge_mask``
+    keeps the real ones with :math:`\mathrm{first}(u) \le \mathrm{last}(v)`.
+    The kept columns are the edges of :func:`shortcut_graph`; pass
+    ``edge_mask`` to :class:`ShortcutGATConv`. A session of more than
+    :math:`L` distinct items raises a :class:`ValueError` in eager mode; in a
+    traced graph its columns are incomplete, and the caller must discard its
+    outputs (:class:`~tagnn_pyg.models.LESSR` sets them to NaN).
+
+    Args:
+        seq (torch.Tensor): ``[L_c]`` node index of every click (batched).
+        seq_batch (torch.Tensor): ``[L_c]`` session of every click.
+        num_nodes (int): :math:`N` (every node clicked at least once).
+        num_sessions (int): :math:`B`, from a tensor size.
+        length (int): :math:`L`, at least the most nodes of a session.
+
+    Shapes:
+        - **output:** ``edge_index`` :math:`(2, N L)` (column :math:`vL + l`:
+          slot :math:`l` of :math:`v`'s session to :math:`v`), ``edge_mask``
+          :math:`(N L)`
+    """
+    pos = torch.arange(seq.numel(), device=seq.device)
+    first = torch.full((num_nodes, ), seq.numel(), dtype=torch.long, device=seq.device)
+    first = first.scatter_reduce(0, seq, pos, reduce='amin')
+    last = torch.full((num_nodes, ), -1, dtype=torch.long, device=seq.device)
+    last = last.scatter_reduce(0, seq, pos, reduce='amax')
+    session = seq_batch.new_zeros(num_nodes).scatter_(0, seq, seq_batch)
+    slots = StaticDenseBatch(session, num_sessions, length, what='session/distinct items')
+    nodes = torch.arange(num_nodes, device=seq.device)
+    u = slots.to_dense(nodes)[session]                        # [N, L] sources
+    v = nodes.view(-1, 1).expand(-1, length)
+    mask = slots.mask[session] & (first[u] <= last[v])
+    return torch.stack([u.reshape(-1), v.reshape(-1)], dim=0), mask.reshape(-1)
+
+
 class ShortcutGATConv(MessagePassing):
     r"""The shortcut graph attention layer (SGAT) of LESSR, from the
     `"Handling Information Loss of Graph Neural Networks for Session-based
@@ -124,7 +165,9 @@ class ShortcutGATConv(MessagePassing):
 
     Shapes:
         - **input:** node features :math:`(|\mathcal{V}|, C_{in})`, edge
-          indices :math:`(2, |\mathcal{E}|)` (edges :math:`u \to v`)
+          indices :math:`(2, |\mathcal{E}|)` (edges :math:`u \to v`),
+          ``edge_mask`` :math:`(|\mathcal{E}|)` *(optional: masked edges get
+          zero attention, as if absent; every node needs an unmasked in-edge)*
         - **output:** node features :math:`(|\mathcal{V}|, C_{out})`
     """
 
@@ -160,12 +203,15 @@ class ShortcutGATConv(MessagePassing):
         if self.act is not None:
             self.act.reset_parameters()
 
-    def forward(self, x: Tensor, edge_index: Tensor) -> Tensor:
+    def forward(self, x: Tensor, edge_index: Tensor,
+                edge_mask: Optional[Tensor] = None) -> Tensor:
         r"""Attend over each node's in-neighbours.
 
         Args:
             x (torch.Tensor): Node features :math:`(N, C_{in})`.
             edge_index (torch.Tensor): ``[2, E]`` edges :math:`u \to v`.
+            edge_mask (torch.Tensor, optional): ``[E]`` bool, ``False`` for
+                the edges to ignore (:func:`static_shortcut_graph`).
         """
         if x.dim() != 2 or x.size(-1) != self.in_channels:
             raise ValueError(f"x must have shape [num_nodes, {self.in_channels}], "
@@ -176,14 +222,20 @@ class ShortcutGATConv(MessagePassing):
                              f"{getattr(edge_index, 'shape', type(edge_index).__name__)}")
         h = x if self.batch_norm is None else self.batch_norm(x)
         h = torch.nn.functional.dropout(h, self.dropout, self.training)
-        # propagate_type: (q: Tensor, k: Tensor, v: Tensor)
+        if edge_mask is not None and edge_mask.shape != (edge_index.size(1), ):
+            raise ValueError(f"edge_mask must have shape [{edge_index.size(1)}] (one "
+                             f"per edge), got {list(edge_mask.shape)}")
+        # propagate_type: (q: Tensor, k: Tensor, v: Tensor, edge_mask: Optional[Tensor])
         out = self.propagate(edge_index, q=self.lin_q(h), k=self.lin_k(h),
-                             v=self.lin_v(h), size=(x.size(0), x.size(0)))
+                             v=self.lin_v(h), edge_mask=edge_mask,
+                             size=(x.size(0), x.size(0)))
         return out if self.act is None else self.act(out)
 
-    def message(self, q_j: Tensor, k_i: Tensor, v_j: Tensor, index: Tensor,
-                ptr: Optional[Tensor], size_i: Optional[int]) -> Tensor:
+    def message(self, q_j: Tensor, k_i: Tensor, v_j: Tensor, edge_mask: Optional[Tensor],
+                index: Tensor, ptr: Optional[Tensor], size_i: Optional[int]) -> Tensor:
         e = self.lin_e(torch.sigmoid(q_j + k_i))                    # [E, 1]
+        if edge_mask is not None:
+            e = e.masked_fill(~edge_mask.view(-1, 1), float('-inf'))
         return softmax(e, index, ptr, size_i, dim=0) * v_j
 
     def __repr__(self) -> str:

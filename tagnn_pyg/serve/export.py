@@ -42,8 +42,12 @@ pads every session to a fixed :math:`L` (their ``static_length``, see
 positional embeddings' ``max_length``), recorded in the sidecar. Longer
 sessions must be refused before scoring (the
 :class:`~tagnn_pyg.serve.Recommender` of an exported file does; the exported
-graph itself returns NaN scores for them, never truncated ones). LESSR, which
-builds its graphs inside the model, is refused (``LESSR.export_unsupported``).
+graph itself returns NaN scores for them, never truncated ones). LESSR builds
+its two graphs inside the model, with data-dependent edge counts; its exported
+copy builds them with a fixed number of columns and an edge mask
+(:func:`~tagnn_pyg.nn.static_eop_multigraph`,
+:func:`~tagnn_pyg.nn.static_shortcut_graph`) and gives each EOPA node
+:math:`L` message slots.
 """
 from __future__ import annotations
 
@@ -117,14 +121,11 @@ def _exportable(model: torch.nn.Module, name: str,
                          f"(released_padding=True), whose scores depend on the data "
                          f"set's longest session: export a model trained with "
                          f"released_padding=False")
-    reason = getattr(model, 'export_unsupported', None)
-    if reason:
-        raise ValueError(f"model {name!r} cannot be exported: {reason}; serve it with "
-                         f"backend='torch'")
     model = copy.deepcopy(model).eval()
     # The contract: a module with a ``static_length`` attribute pads sessions, and
     # pads them to exactly that many slots when it is set (StaticDenseBatch):
-    # SessionTransformer, SessionSelfAttention, NARM and GRU4Rec (their GRU).
+    # SessionTransformer, SessionSelfAttention, NARM and GRU4Rec (their GRU), LESSR
+    # and its EOPAConv layers (graphs of fixed size, fixed message slots).
     padded = [m for m in model.modules() if hasattr(m, 'static_length')]
     caps = [m.max_length for m in padded if getattr(m, 'pos_emb', None) is not None]
     length = max_session_length
@@ -172,10 +173,11 @@ def export_model(checkpoint: Union[str, Path], fmt: str, out: Union[str, Path],
         max_session_length (int, optional): the longest session the export
             takes, recorded in the sidecar and enforced by the
             :class:`~tagnn_pyg.serve.Recommender` of the file. For the models
-            that pad sessions (TAGNN++, GC-SAN, NARM, GRU4Rec) it is the fixed
-            length :math:`L` every session is padded to (attention or GRU
-            steps over :math:`L` slots per session); default
-            :data:`DEFAULT_MAX_SESSION_LENGTH`, capped by positional
+            that pad sessions (TAGNN++, GC-SAN, NARM, GRU4Rec, LESSR) it is
+            the fixed length :math:`L` every session is padded to (attention
+            or GRU steps over :math:`L` slots per session, LESSR's
+            :math:`L` candidate shortcuts per node); default
+            :data:`DEFAULT_MAX_SESSION_LENGTH`, capped by the positional
             embeddings' ``max_length``. For SR-GNN, TAGNN and STAMP, whose
             graphs take any length, default ``None`` (no limit).
 

@@ -218,7 +218,7 @@ class Recommender:
                 :func:`torch.get_num_threads` intra-op threads, as torch
                 would. With an exported file the longest
                 session accepted is the sidecar's ``max_session_length``
-                (TAGNN++, GC-SAN, NARM, GRU4Rec: the fixed length it was
+                (TAGNN++, GC-SAN, NARM, GRU4Rec, LESSR: the fixed length it was
                 exported with); a larger
                 ``max_session_length`` is refused.
             onnx_path (str or Path, optional): the ONNX file.

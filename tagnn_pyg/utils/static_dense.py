@@ -53,6 +53,9 @@ class StaticDenseBatch:
             ``last.size(0)``), not from ``index.max() + 1``, which is
             data-dependent.
         length (int): :math:`L`, the slots per session.
+        what (str, optional): How the error for a group longer than :math:`L`
+            names the groups and their positions. (default:
+            :obj:`'session/clicks'`)
 
     Attributes:
         counts (torch.Tensor): :math:`n_b`, shape :math:`(B)`.
@@ -64,7 +67,8 @@ class StaticDenseBatch:
         - :meth:`from_dense`: :math:`(B, L, *) \to (N, *)`
     """
 
-    def __init__(self, index: Tensor, num_sessions: Optional[int], length: int) -> None:
+    def __init__(self, index: Tensor, num_sessions: Optional[int], length: int,
+                 what: str = 'session/clicks') -> None:
         if num_sessions is None:
             raise ValueError("static_length needs dim_size (the number of sessions B, "
                              "from a tensor size such as last.size(0)): B = "
@@ -80,7 +84,8 @@ class StaticDenseBatch:
         if not torch.compiler.is_compiling() and N > 0:
             longest = int(self.counts.max())
             if longest > L:
-                raise ValueError(f"a session has {longest} clicks, more than "
+                group, unit = what.split('/')
+                raise ValueError(f"a {group} has {longest} {unit}, more than "
                                  f"static_length={L}; refuse longer sessions before "
                                  f"scoring (sessions are never truncated)")
         offset = self.counts.cumsum(0) - self.counts      # first position of each session
