@@ -529,8 +529,10 @@ def test_layers_with_edge_masks_equal_the_kept_edges():
     eopa.static_length = 3
     with pytest.raises(ValueError, match='a node has 4 in-edges, more than static_length=3'):
         eopa(x, edge_index, edge_mask=mask)
-    with pytest.raises(ValueError, match=r'edge_mask must have shape \[9\]'):
+    with pytest.raises(ValueError, match=r'edge_mask must be a bool tensor of shape \[9\]'):
         eopa(x, edge_index, edge_mask=mask[:3])
+    with pytest.raises(ValueError, match='must be a bool tensor'):
+        eopa(x, edge_index, edge_mask=mask.long())
     sgat = ShortcutGATConv(5, 4, hidden_channels=3).double()
     randomise_norms(sgat)
     sgat.eval()
@@ -543,6 +545,12 @@ def test_layers_with_edge_masks_equal_the_kept_edges():
     got = sgat(x, full, edge_mask=full_mask)
     torch.testing.assert_close(got, sgat(x, kept))
     torch.testing.assert_close(got, ref_sgat(sgat, x, in_sets))
+    # a masked edge from a NaN source changes nothing (zero message, not 0 * NaN)
+    x_nan = x.clone()
+    x_nan[1] = float('nan')                     # node 1 feeds only node 1, and 0 masked
+    out = sgat(x_nan, full, edge_mask=full_mask)
+    assert torch.isnan(out[1]).all() and torch.isfinite(out[[0, 2, 3, 4, 5]]).all()
+    torch.testing.assert_close(out[[0, 2, 3, 4, 5]], got[[0, 2, 3, 4, 5]])
 
 
 @pytest.mark.parametrize('kw', [dict(), dict(num_layers=4), dict(max_norm=None)],
@@ -564,9 +572,11 @@ def test_static_length_matches_dense_reference(kw):
                 m.static_length = length
         with torch.no_grad():
             scores = model(batch_of(SESSIONS))
+            alone = [model(batch_of([seq]))[0] for seq in SESSIONS]   # one-session batches
         for b, seq in enumerate(SESSIONS):
-            torch.testing.assert_close(scores[b, 1:], ref_lessr(model, table, [seq])[0],
-                                       atol=1e-5, rtol=1e-5)
+            want = ref_lessr(model, table, [seq])[0]
+            torch.testing.assert_close(scores[b, 1:], want, atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(alone[b][1:], want, atol=1e-5, rtol=1e-5)
         assert torch.equal(model.embedding.weight, before)      # nothing changed in place
     # the graphs' sizes hold a session of up to L distinct items (its clicks may be
     # more: the Recommender of an export refuses those before scoring anyway)
@@ -586,11 +596,17 @@ def test_static_length_traced_too_long_session_is_nan_never_wrong(monkeypatch):
     sessions = [[5, 3, 5, 7, 3], [1, 2, 3, 4, 5, 6, 2, 7], [9] * 8, [20, 20, 21]]
     with torch.no_grad():
         want = model(batch_of(sessions))
+        first = [sessions[2], sessions[0], sessions[1], sessions[3]]
+        want_first = model(batch_of(first))
     for m in model.modules():
         if hasattr(m, 'static_length'):
             m.static_length = 6         # session 1: 7 distinct items; session 2: 8 clicks on 9
     monkeypatch.setattr(torch.compiler, 'is_compiling', lambda: True)
     with torch.no_grad():
         got = model(batch_of(sessions))
+        # too-long sessions first: node 0 is NaN, and it pads every session's candidates
+        got_first = model(batch_of(first))
     assert torch.isnan(got[[1, 2], 1:]).all()
     torch.testing.assert_close(got[[0, 3]], want[[0, 3]], atol=1e-5, rtol=1e-5)
+    assert torch.isnan(got_first[[0, 2], 1:]).all()
+    torch.testing.assert_close(got_first[[1, 3]], want_first[[1, 3]], atol=1e-5, rtol=1e-5)

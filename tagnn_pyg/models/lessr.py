@@ -296,7 +296,8 @@ class LESSR(SessionRecommender):
             x = self.item_table()[batch.x]
             mg, mg_mask = static_eop_multigraph(batch.seq, batch.seq_batch)
             sg, mask = static_shortcut_graph(batch.seq, batch.seq_batch, x.size(0), B,
-                                             self.static_length)
+                                             self.static_length) \
+                if self.num_layers > 1 else (None, None)
         for i, layer in enumerate(self.layers):
             out = layer(x, mg, edge_mask=mg_mask) if i % 2 == 0 \
                 else layer(x, sg, edge_mask=mask)

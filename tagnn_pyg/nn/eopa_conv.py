@@ -231,9 +231,11 @@ class EOPAConv(MessagePassing):
             if edge_order.shape != (edge_index.size(1), ):
                 raise ValueError(f"edge_order must have shape [{edge_index.size(1)}] "
                                  f"(one key per edge), got {list(edge_order.shape)}")
-        if edge_mask is not None and edge_mask.shape != (edge_index.size(1), ):
-            raise ValueError(f"edge_mask must have shape [{edge_index.size(1)}] (one "
-                             f"per edge), got {list(edge_mask.shape)}")
+        if edge_mask is not None and (edge_mask.dtype != torch.bool
+                                      or edge_mask.shape != (edge_index.size(1), )):
+            raise ValueError(f"edge_mask must be a bool tensor of shape "
+                             f"[{edge_index.size(1)}] (one per edge), got "
+                             f"{edge_mask.dtype} {list(edge_mask.shape)}")
         if edge_mask is not None and self.static_length is None:
             edge_index = edge_index[:, edge_mask]
             edge_order = edge_order[edge_mask] if edge_order is not None else None

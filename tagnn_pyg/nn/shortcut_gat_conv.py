@@ -211,7 +211,8 @@ class ShortcutGATConv(MessagePassing):
             x (torch.Tensor): Node features :math:`(N, C_{in})`.
             edge_index (torch.Tensor): ``[2, E]`` edges :math:`u \to v`.
             edge_mask (torch.Tensor, optional): ``[E]`` bool, ``False`` for
-                the edges to ignore (:func:`static_shortcut_graph`).
+                the edges to ignore (:func:`static_shortcut_graph`); a node
+                whose in-edges are all masked gets zeros.
         """
         if x.dim() != 2 or x.size(-1) != self.in_channels:
             raise ValueError(f"x must have shape [num_nodes, {self.in_channels}], "
@@ -222,9 +223,11 @@ class ShortcutGATConv(MessagePassing):
                              f"{getattr(edge_index, 'shape', type(edge_index).__name__)}")
         h = x if self.batch_norm is None else self.batch_norm(x)
         h = torch.nn.functional.dropout(h, self.dropout, self.training)
-        if edge_mask is not None and edge_mask.shape != (edge_index.size(1), ):
-            raise ValueError(f"edge_mask must have shape [{edge_index.size(1)}] (one "
-                             f"per edge), got {list(edge_mask.shape)}")
+        if edge_mask is not None and (edge_mask.dtype != torch.bool
+                                      or edge_mask.shape != (edge_index.size(1), )):
+            raise ValueError(f"edge_mask must be a bool tensor of shape "
+                             f"[{edge_index.size(1)}] (one per edge), got "
+                             f"{edge_mask.dtype} {list(edge_mask.shape)}")
         # propagate_type: (q: Tensor, k: Tensor, v: Tensor, edge_mask: Optional[Tensor])
         out = self.propagate(edge_index, q=self.lin_q(h), k=self.lin_k(h),
                              v=self.lin_v(h), edge_mask=edge_mask,
@@ -234,9 +237,12 @@ class ShortcutGATConv(MessagePassing):
     def message(self, q_j: Tensor, k_i: Tensor, v_j: Tensor, edge_mask: Optional[Tensor],
                 index: Tensor, ptr: Optional[Tensor], size_i: Optional[int]) -> Tensor:
         e = self.lin_e(torch.sigmoid(q_j + k_i))                    # [E, 1]
-        if edge_mask is not None:
-            e = e.masked_fill(~edge_mask.view(-1, 1), float('-inf'))
-        return softmax(e, index, ptr, size_i, dim=0) * v_j
+        if edge_mask is None:
+            return softmax(e, index, ptr, size_i, dim=0) * v_j
+        keep = edge_mask.view(-1, 1)
+        out = softmax(e.masked_fill(~keep, float('-inf')), index, ptr, size_i, dim=0) * v_j
+        # zero, not 0 * v_j: a masked edge from a NaN source must not reach its target
+        return out.masked_fill(~keep, 0.0)
 
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}({self.in_channels}, {self.out_channels}, '
