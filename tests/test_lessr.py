@@ -163,6 +163,25 @@ def make(seed=0, **kw):
     return LESSR(M, **{'hidden_channels': 6, **kw})
 
 
+def eval_model_and_table(**kw):
+    """A double LESSR in eval mode with random batch-norm statistics and some item
+    vectors inside the norm ball, some outside; and its table renormalised as
+    released (what the reference reads)."""
+    model = make(**kw).double()
+    with torch.no_grad():
+        model.embedding.weight.mul_(0.6)        # some rows inside the norm ball, some not
+    randomise_norms(model)
+    model.eval()
+    return model, renormed(model.embedding.weight.detach().clone(), model.max_norm)
+
+
+def set_static_length(model, length):
+    """The exported copy's setting: ``static_length`` on LESSR and its EOPA layers."""
+    for m in model.modules():
+        if hasattr(m, 'static_length'):
+            m.static_length = length
+
+
 # ---------------------------------------------------------------- graphs
 def test_graphs_hand_worked():
     # [5, 3, 5, 7, 3]: nodes [3, 5, 7] = 0, 1, 2; clicks -> nodes [1, 0, 1, 2, 0]
@@ -275,12 +294,7 @@ def test_shortcut_gat_conv_matches_dense_attention():
                                 dict(max_norm=None), dict(batch_norm=False)],
                          ids=['default', '1layer', '4layers', 'no-max-norm', 'no-bn'])
 def test_matches_dense_reference(kw):
-    model = make(**kw).double()
-    with torch.no_grad():
-        model.embedding.weight.mul_(0.6)        # some rows inside the norm ball, some not
-    randomise_norms(model)
-    model.eval()
-    table = renormed(model.embedding.weight.detach().clone(), model.max_norm)
+    model, table = eval_model_and_table(**kw)
     with torch.no_grad():
         scores = model(batch_of(SESSIONS))
         for b, seq in enumerate(SESSIONS):   # one session at a time
@@ -558,18 +572,11 @@ def test_layers_with_edge_masks_equal_the_kept_edges():
 def test_static_length_matches_dense_reference(kw):
     """The exported copy's path (static_length on the model and its EOPA layers):
     the dense reference's scores, without renormalising the table in place."""
-    model = make(**kw).double()
-    with torch.no_grad():
-        model.embedding.weight.mul_(0.6)        # some rows inside the norm ball, some not
-    randomise_norms(model)
-    model.eval()
-    table = renormed(model.embedding.weight.detach().clone(), model.max_norm)
+    model, table = eval_model_and_table(**kw)
     before = model.embedding.weight.detach().clone()
     longest = max(len(s) for s in SESSIONS)
     for length in (longest, longest + 3):
-        for m in model.modules():
-            if hasattr(m, 'static_length'):
-                m.static_length = length
+        set_static_length(model, length)
         with torch.no_grad():
             scores = model(batch_of(SESSIONS))
             alone = [model(batch_of([seq]))[0] for seq in SESSIONS]   # one-session batches
@@ -580,9 +587,7 @@ def test_static_length_matches_dense_reference(kw):
         assert torch.equal(model.embedding.weight, before)      # nothing changed in place
     # the graphs' sizes hold a session of up to L distinct items (its clicks may be
     # more: the Recommender of an export refuses those before scoring anyway)
-    for m in model.modules():
-        if hasattr(m, 'static_length'):
-            m.static_length = 6
+    set_static_length(model, 6)
     with pytest.raises(ValueError, match='a session has 7 distinct items, more than '
                                          'static_length=6'):
         model(batch_of(SESSIONS))
@@ -598,9 +603,7 @@ def test_static_length_traced_too_long_session_is_nan_never_wrong(monkeypatch):
         want = model(batch_of(sessions))
         first = [sessions[2], sessions[0], sessions[1], sessions[3]]
         want_first = model(batch_of(first))
-    for m in model.modules():
-        if hasattr(m, 'static_length'):
-            m.static_length = 6         # session 1: 7 distinct items; session 2: 8 clicks on 9
+    set_static_length(model, 6)         # session 1: 7 distinct items; session 2: 8 clicks on 9
     monkeypatch.setattr(torch.compiler, 'is_compiling', lambda: True)
     with torch.no_grad():
         got = model(batch_of(sessions))
