@@ -17,8 +17,9 @@ from tagnn_pyg.models.scoring import (SessionPositions, SessionRecommender,
 from tagnn_pyg.nn.eopa_conv import (EOPAConv, check_dropout, check_positive_int,
                                     eop_multigraph, static_eop_multigraph)
 from tagnn_pyg.nn.readouts import last_position, resolve_index
-from tagnn_pyg.nn.shortcut_gat_conv import (ShortcutGATConv, shortcut_graph,
-                                             static_shortcut_graph)
+from tagnn_pyg.nn.shortcut_gat_conv import (ShortcutGATConv, node_sessions,
+                                             shortcut_graph, static_shortcut_graph)
+from tagnn_pyg.utils.static_dense import stable_argsort
 
 __all__ = ['LESSR', 'LESSRAttentionReadout']
 
@@ -304,8 +305,7 @@ class LESSR(SessionRecommender):
             x = torch.cat([out, x], dim=1)
         if self.static_length is not None:
             # traced, a session of more distinct items than slots cannot raise: NaN
-            N = x.size(0)
-            session = batch.seq_batch.new_zeros(N).scatter_(0, batch.seq, batch.seq_batch)
+            session = node_sessions(batch.seq, batch.seq_batch, x.size(0))
             nodes = session.new_zeros(B).scatter_add_(0, session, torch.ones_like(session))
             too_long = (nodes > self.static_length)[session].view(-1, 1)
             x = torch.where(too_long, torch.full_like(x, float('nan')), x)
@@ -317,12 +317,10 @@ class LESSR(SessionRecommender):
         check_session_batch(batch)
         h = self.node_features(batch)
         N, B = h.size(0), batch.last.numel()
-        session = batch.seq_batch.new_zeros(N).scatter_(0, batch.seq, batch.seq_batch)
+        session = node_sessions(batch.seq, batch.seq_batch, N)
         is_last = torch.zeros(N, dtype=torch.long, device=h.device)
         is_last[batch.last.view(-1)] = 1
-        # stable sort as a sort of unique keys (ONNX has no stable sort)
-        order = torch.sort((session * 2 + is_last) * N +
-                           torch.arange(N, device=h.device)).indices
+        order = stable_argsort(session * 2 + is_last)
         return SessionPositions(h[order], session[order], B)
 
     def session_embedding(self, pos: SessionPositions) -> Tensor:

@@ -12,16 +12,9 @@ from torch_geometric.nn.conv import MessagePassing
 from torch_geometric.nn.norm import BatchNorm
 from torch_geometric.utils import to_dense_batch
 
-from tagnn_pyg.utils.static_dense import StaticDenseBatch
+from tagnn_pyg.utils.static_dense import StaticDenseBatch, stable_argsort
 
 __all__ = ['EOPAConv', 'eop_multigraph', 'static_eop_multigraph']
-
-
-def _stable_argsort(key: Tensor) -> Tensor:
-    r"""The stable ascending order of ``key``, as a sort of unique keys
-    (``key * n + position``; ONNX has no stable sort)."""
-    n = key.numel()
-    return torch.sort(key * n + torch.arange(n, device=key.device)).indices
 
 
 def check_positive_int(name: str, value: int) -> int:
@@ -249,7 +242,7 @@ class EOPAConv(MessagePassing):
         key = edge_index[1] * 2
         if edge_mask is not None:
             key = key + (~edge_mask).long()
-        perm = _stable_argsort(key)
+        perm = stable_argsort(key)
         edge_index = edge_index[:, perm]
         edge_mask = edge_mask[perm] if edge_mask is not None else None
 

@@ -17,6 +17,22 @@ from tagnn_pyg.utils.static_dense import StaticDenseBatch
 __all__ = ['ShortcutGATConv', 'shortcut_graph', 'static_shortcut_graph']
 
 
+def node_sessions(seq: Tensor, seq_batch: Tensor, num_nodes: int) -> Tensor:
+    r"""``[N]`` the session of every node, from the session of the clicks on it."""
+    return seq_batch.new_zeros(num_nodes).scatter_(0, seq, seq_batch)
+
+
+def _first_last(seq: Tensor, num_nodes: int) -> Tuple[Tensor, Tensor]:
+    r"""``([N], [N])`` the position of the first and of the last click on each
+    node (``L`` and ``-1`` for a node never clicked)."""
+    L = seq.numel()
+    pos = torch.arange(L, device=seq.device)
+    first = torch.full((num_nodes, ), L, dtype=torch.long, device=seq.device)
+    first = first.scatter_reduce(0, seq, pos, reduce='amin')
+    last = torch.full((num_nodes, ), -1, dtype=torch.long, device=seq.device)
+    return first, last.scatter_reduce(0, seq, pos, reduce='amax')
+
+
 def shortcut_graph(seq: Tensor, seq_batch: Tensor, num_nodes: int) -> Tensor:
     r"""The *shortcut graph* of LESSR (Chen & Wong, KDD 2020) from a batch of
     click sequences: an edge :math:`u \to v` whenever some click on
@@ -52,17 +68,13 @@ def shortcut_graph(seq: Tensor, seq_batch: Tensor, num_nodes: int) -> Tensor:
         raise ValueError(f"seq and seq_batch must be 1-D of one length, got "
                          f"{list(seq.shape)} and {list(seq_batch.shape)}")
     L = seq.numel()
-    pos = torch.arange(L, device=seq.device)
-    first = torch.full((num_nodes, ), L, dtype=torch.long, device=seq.device)
-    first = first.scatter_reduce(0, seq, pos, reduce='amin')
-    last = torch.full((num_nodes, ), -1, dtype=torch.long, device=seq.device)
-    last = last.scatter_reduce(0, seq, pos, reduce='amax')
+    first, last = _first_last(seq, num_nodes)
     if L > 0 and not bool((last >= 0).all()):
         raise ValueError(f"every one of the {num_nodes} nodes must be clicked at least "
                          f"once in seq")
     if L == 0:
         return seq.new_empty(2, 0)
-    session = seq_batch.new_zeros(num_nodes).scatter_(0, seq, seq_batch)
+    session = node_sessions(seq, seq_batch, num_nodes)
     nodes = torch.sort(session, stable=True).indices          # nodes grouped by session
     counts = torch.bincount(session)                          # n_b
     ptr = torch.cat([counts.new_zeros(1), counts.cumsum(0)[:-1]])
@@ -104,12 +116,8 @@ def static_shortcut_graph(seq: Tensor, seq_batch: Tensor, num_nodes: int,
           slot :math:`l` of :math:`v`'s session to :math:`v`), ``edge_mask``
           :math:`(N L)`
     """
-    pos = torch.arange(seq.numel(), device=seq.device)
-    first = torch.full((num_nodes, ), seq.numel(), dtype=torch.long, device=seq.device)
-    first = first.scatter_reduce(0, seq, pos, reduce='amin')
-    last = torch.full((num_nodes, ), -1, dtype=torch.long, device=seq.device)
-    last = last.scatter_reduce(0, seq, pos, reduce='amax')
-    session = seq_batch.new_zeros(num_nodes).scatter_(0, seq, seq_batch)
+    first, last = _first_last(seq, num_nodes)
+    session = node_sessions(seq, seq_batch, num_nodes)
     slots = StaticDenseBatch(session, num_sessions, length, what='session/distinct items')
     nodes = torch.arange(num_nodes, device=seq.device)
     u = slots.to_dense(nodes)[session]                        # [N, L] sources

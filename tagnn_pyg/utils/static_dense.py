@@ -18,7 +18,19 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-__all__ = ['StaticDenseBatch']
+__all__ = ['StaticDenseBatch', 'stable_argsort']
+
+
+def stable_argsort(key: Tensor) -> Tensor:
+    r"""The stable ascending order of the integer ``key`` (ties keep their
+    positions), as a sort of the unique keys ``key * n + position``: ONNX has no
+    stable sort.
+
+    Shapes:
+        - **input:** :math:`(n)` → **output:** :math:`(n)`
+    """
+    n = key.numel()
+    return torch.sort(key * n + torch.arange(n, device=key.device)).indices
 
 
 class StaticDenseBatch:
@@ -78,8 +90,7 @@ class StaticDenseBatch:
         B, L, N = num_sessions, length, index.numel()
         self.num_sessions, self.length = B, L
         steps_n = torch.arange(N, device=index.device)
-        # The stable sort by session, as a sort of unique keys (ONNX has no stable sort).
-        self.perm = torch.sort(index * N + steps_n)[1]
+        self.perm = stable_argsort(index)                  # by session, click order kept
         self.counts = index.new_zeros(B).scatter_add_(0, index, torch.ones_like(index))
         if not torch.compiler.is_compiling() and N > 0:
             longest = int(self.counts.max())
