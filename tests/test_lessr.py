@@ -9,6 +9,7 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
+import torch_geometric
 from torch_geometric.data import Batch
 
 from tagnn_pyg.cli import main
@@ -204,6 +205,8 @@ def test_graphs_hand_worked():
     assert len(got) == len(set(got)) and set(got) == expected
     empty = eop_multigraph(torch.tensor([0]), torch.tensor([0]))
     assert empty.shape == (2, 0)
+    none = torch.zeros(0, dtype=torch.long)   # no clicks at all: no edges
+    assert shortcut_graph(none, none, 0).shape == (2, 0)
 
 
 @pytest.mark.parametrize('seq', SESSIONS)
@@ -249,6 +252,14 @@ def test_eopa_conv_matches_gru_cell_loop():
     # no edges at all: W_self h only
     torch.testing.assert_close(conv(x, edge_index[:, :0]), ref_eopa(conv, x, [[]] * 6))
     assert 'EOPAConv(5, 4' in repr(conv)
+
+
+def test_layer_defaults_are_the_released_ones():
+    # LESSR's released layers: batch norm on the input and a PReLU on the output
+    for conv in (EOPAConv(3, 2), ShortcutGATConv(3, 2)):
+        assert isinstance(conv.batch_norm, torch_geometric.nn.BatchNorm)
+        assert isinstance(conv.act, torch.nn.PReLU)
+        assert conv.dropout == 0.0
 
 
 def test_eopa_conv_options_and_errors():

@@ -35,6 +35,16 @@ def test_equals_to_dense_batch_and_goes_back(length):
     assert torch.equal(slots.from_dense(noisy), x)
 
 
+def test_length_one_holds_one_click_sessions():
+    # the smallest valid length: one slot per session, the click itself
+    index = torch.tensor([2, 0, 1])
+    x = torch.tensor([[30.0], [10.0], [20.0]])
+    slots = StaticDenseBatch(index, 3, 1)
+    assert slots.to_dense(x).tolist() == [[[10.0]], [[20.0]], [[30.0]]]
+    assert slots.mask.tolist() == [[True], [True], [True]]
+    assert torch.equal(slots.from_dense(slots.to_dense(x)), x)
+
+
 def test_bad_arguments_and_too_long_sessions(monkeypatch):
     x, index = interleaved()
     with pytest.raises(ValueError, match='static_length needs dim_size'):
