@@ -188,6 +188,22 @@ def test_dropout_only_in_training():
         torch.testing.assert_close(model(batch), model(batch))
 
 
+def test_documented_defaults_and_initialisation():
+    # the paper's block: one, single-head, unmasked, feed-forward width d, no dropout
+    sa = SessionSelfAttention(16)
+    assert (sa.num_layers, sa.heads, sa.causal, sa.dropout) == (1, 1, False, 0.0)
+    assert sa.lin1[0].out_features == 16
+    model = GCSAN(num_items=9, hidden_channels=16)
+    assert model.config()['weight'] == 0.6 and model.config()['num_layers'] == 1
+    assert model.config()['causal'] is False
+    # every parameter uniform in [-1/sqrt(d), 1/sqrt(d)], i.e. spread over that range
+    bound = 1.0 / math.sqrt(16)
+    for m in (sa, model):
+        values = torch.cat([p.detach().flatten() for p in m.parameters()])
+        assert values.abs().max() <= bound and values.abs().max() > 0.9 * bound
+        assert values.std() > 0.5 * bound / math.sqrt(3)
+
+
 def test_omega_extremes():
     """omega = 0: the last click's GNN state alone (the attention does not matter);
     omega = 1: the self-attention output alone (the last GNN state enters only

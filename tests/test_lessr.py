@@ -17,6 +17,7 @@ from tagnn_pyg.data import SessionData
 from tagnn_pyg.data.srgnn_format import write_srgnn_folder
 from tagnn_pyg.data.synthetic import make_synthetic_sessions
 from tagnn_pyg.models import LESSR, MODELS
+from tagnn_pyg.models.lessr import LESSRAttentionReadout
 from tagnn_pyg.nn import (EOPAConv, ShortcutGATConv, eop_multigraph, shortcut_graph,
                           static_eop_multigraph, static_shortcut_graph)
 
@@ -256,7 +257,7 @@ def test_eopa_conv_matches_gru_cell_loop():
 
 def test_layer_defaults_are_the_released_ones():
     # LESSR's released layers: batch norm on the input and a PReLU on the output
-    for conv in (EOPAConv(3, 2), ShortcutGATConv(3, 2)):
+    for conv in (EOPAConv(3, 2), ShortcutGATConv(3, 2), LESSRAttentionReadout(3, 4, 2)):
         assert isinstance(conv.batch_norm, torch_geometric.nn.BatchNorm)
         assert isinstance(conv.act, torch.nn.PReLU)
         assert conv.dropout == 0.0

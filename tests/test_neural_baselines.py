@@ -266,6 +266,7 @@ def test_gru4rec_settings_and_errors():
     assert (p.training['lr'], p.training['batch_size']) == (1e-3, 512)
     model = MODELS['gru4rec'](M, hidden_channels=6)
     assert model.embedding_channels == 6 and model.config()['embedding_channels'] == 6
+    assert model.config()['num_layers'] == 1 and model.gru.num_layers == 1   # the paper's
     with pytest.raises(ValueError, match='num_layers'):
         MODELS['gru4rec'](M, num_layers=0)
 

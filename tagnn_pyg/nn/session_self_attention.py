@@ -10,6 +10,7 @@ from torch.nn import Linear, ModuleList
 
 from torch_geometric.utils import to_dense_batch
 
+from tagnn_pyg.nn.inits import released_uniform
 from tagnn_pyg.nn.readouts import resolve_index
 from tagnn_pyg.utils.static_dense import StaticDenseBatch
 
@@ -121,9 +122,7 @@ class SessionSelfAttention(torch.nn.Module):
     def reset_parameters(self) -> None:
         r"""Every parameter uniform in :math:`[-1/\sqrt{d}, 1/\sqrt{d}]` (the
         library's convention, as the released SR-GNN code)."""
-        stdv = 1.0 / math.sqrt(self.channels)
-        for p in self.parameters():
-            torch.nn.init.uniform_(p, -stdv, stdv)
+        released_uniform(self.channels, self)
 
     def _attention(self, j: int, x: Tensor, allowed: Tensor) -> Tensor:
         B, L, d = x.shape
