@@ -94,6 +94,13 @@ def _check_values(scores: Tensor, target: Tensor) -> None:
                          f"model for non-finite values")
 
 
+def _checks_now(device: torch.device) -> bool:
+    r"""Whether :meth:`TopKMetrics.update` checks the values at once (on the CPU,
+    where nothing waits) or counts the bad rows on the device and reports them
+    in :meth:`TopKMetrics.compute` (anywhere else: no synchronisation per batch)."""
+    return device.type == 'cpu'
+
+
 def _rank(scores: Tensor, target: Tensor) -> Tensor:
     r"""Rank without any check (no device synchronisation)."""
     target = target.view(-1).long()
@@ -219,7 +226,7 @@ class TopKMetrics:
         """
         target = _check_scores_target(scores, target)
         scores = scores.detach()
-        if scores.device.type == 'cpu':
+        if _checks_now(scores.device):
             _check_values(scores, target)  # no device to wait for: fail early
         device = scores.device
         if self._sums is None:
@@ -240,7 +247,7 @@ class TopKMetrics:
         self._sums[0] += hit.sum(dim=0)
         self._sums[1] += (hit / rank.view(-1, 1)).sum(dim=0)
         self._sums[2] += (hit / torch.log2(rank.view(-1, 1) + 1)).sum(dim=0)
-        if device.type != 'cpu':
+        if not _checks_now(device):
             bad_target = ((target < 1) | (target >= scores.size(1))).sum()
             nan_rows = torch.isnan(scores.amax(dim=1)).sum()
             self._bad += torch.stack([bad_target, nan_rows])

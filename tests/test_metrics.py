@@ -73,6 +73,9 @@ def test_errors():
     with pytest.raises(ValueError, match='NaN'):
         TopKMetrics().update(torch.tensor([[0., float('nan'), 1., 2., 3.]] * 2),
                              torch.tensor([1, 2]))
+    with pytest.raises(ValueError, match=r'scores of row 1 \(and 1 other rows\)'):
+        TopKMetrics().update(torch.tensor([[0., 1., 2.], [0., float('nan'), 1.],
+                                           [0., 1., float('nan')]]), torch.tensor([1, 2, 2]))
     with pytest.raises(ValueError, match='item id 5'):
         target_rank(scores, torch.tensor([1, 5]))
     with pytest.raises(ValueError, match='item id 0'):
@@ -85,6 +88,29 @@ def test_errors():
         target_rank(scores, torch.tensor([1., 2.]))
     with pytest.raises(ValueError, match='positive integer'):
         TopKMetrics(ks=(0, 5))
+
+
+def test_checks_deferred_off_the_cpu_count_and_report_at_compute(monkeypatch):
+    """On a GPU the value checks are counted on the device and reported by
+    compute(); the same code runs here with the CPU treated as a device."""
+    import tagnn_pyg.metrics as metrics
+    monkeypatch.setattr(metrics, '_checks_now', lambda device: False)
+    nan = float('nan')
+    good = TopKMetrics(ks=(2, ))
+    # the smallest and the largest valid ids are not counted as bad
+    good.update(torch.tensor([[-INF, 3., 2., 1.], [-INF, 1., 2., 3.]]), torch.tensor([1, 3]))
+    assert good.compute() == {'HR@2': 100.0, 'MRR@2': 100.0, 'NDCG@2': 100.0}
+    m = TopKMetrics(ks=(2, ))
+    m.update(torch.tensor([[-INF, 3., 2., 1.]] * 3), torch.tensor([0, 4, 1]))  # no raise
+    m.update(torch.tensor([[-INF, nan, 2., 1.], [-INF, nan, 1., 1.], [-INF, 1., 2., 3.]]),
+             torch.tensor([1, 2, 3]))
+    assert m.packed_sums()[-3:].tolist() == [2.0, 2.0, 6.0]   # bad targets, NaN rows, cases
+    with pytest.raises(ValueError, match='2 of 6 test cases had a target item id outside'):
+        m.compute()
+    m = TopKMetrics(ks=(2, ))
+    m.update(torch.tensor([[-INF, nan, 2., 1.], [-INF, 1., 2., 3.]]), torch.tensor([1, 3]))
+    with pytest.raises(ValueError, match='1 of 2 test cases had NaN scores'):
+        m.compute()
 
 
 def _pyg_metrics(scores, target, k):
@@ -125,6 +151,12 @@ def test_evaluator_ogb_interface():
     out_t = ev.eval({'y_true': torch.tensor([1, 3]), 'y_pred': torch.from_numpy(y_pred)})
     assert out_t == out
     assert 'y_true' in ev.expected_input_format and 'HR@2' in ev.expected_output_format
+    assert ev.eval_metric == 'HR@2'                  # the largest K, as HR@20 by default
+    assert Evaluator('session').eval_metric == 'HR@20'
+    assert '43098' in Evaluator('diginetica').expected_input_format
+    assert 'num_items' in ev.expected_input_format
+    assert Evaluator('session', ks=(1, 2), chunk_size=1).eval({'y_true': np.array([[1], [3]]),
+                                                              'y_pred': y_pred}) == out
     with pytest.raises(KeyError, match='y_pred'):
         ev.eval({'y_true': np.array([1])})
     with pytest.raises(ValueError, match='2 cases but y_pred has 1 rows'):
