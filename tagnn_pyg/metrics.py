@@ -34,6 +34,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from tagnn_pyg.utils.device import host_reads_are_free
+
 __all__ = ['target_rank', 'TopKMetrics', 'Evaluator', 'METRIC_NAMES']
 
 METRIC_NAMES: Tuple[str, ...] = ('HR', 'MRR', 'NDCG')
@@ -92,13 +94,6 @@ def _check_values(scores: Tensor, target: Tensor) -> None:
         raise ValueError(f"scores of row {i} (and {int(nan_rows.sum()) - 1} other "
                          f"rows) contain NaN: a NaN score cannot be ranked; check the "
                          f"model for non-finite values")
-
-
-def _checks_now(device: torch.device) -> bool:
-    r"""Whether :meth:`TopKMetrics.update` checks the values at once (on the CPU,
-    where nothing waits) or counts the bad rows on the device and reports them
-    in :meth:`TopKMetrics.compute` (anywhere else: no synchronisation per batch)."""
-    return device.type == 'cpu'
 
 
 def _rank(scores: Tensor, target: Tensor) -> Tensor:
@@ -226,7 +221,7 @@ class TopKMetrics:
         """
         target = _check_scores_target(scores, target)
         scores = scores.detach()
-        if _checks_now(scores.device):
+        if host_reads_are_free(scores.device):
             _check_values(scores, target)  # no device to wait for: fail early
         device = scores.device
         if self._sums is None:
@@ -247,7 +242,7 @@ class TopKMetrics:
         self._sums[0] += hit.sum(dim=0)
         self._sums[1] += (hit / rank.view(-1, 1)).sum(dim=0)
         self._sums[2] += (hit / torch.log2(rank.view(-1, 1) + 1)).sum(dim=0)
-        if not _checks_now(device):
+        if not host_reads_are_free(device):
             bad_target = ((target < 1) | (target >= scores.size(1))).sum()
             nan_rows = torch.isnan(scores.amax(dim=1)).sum()
             self._bad += torch.stack([bad_target, nan_rows])

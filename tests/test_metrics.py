@@ -94,7 +94,7 @@ def test_checks_deferred_off_the_cpu_count_and_report_at_compute(monkeypatch):
     """On a GPU the value checks are counted on the device and reported by
     compute(); the same code runs here with the CPU treated as a device."""
     import tagnn_pyg.metrics as metrics
-    monkeypatch.setattr(metrics, '_checks_now', lambda device: False)
+    monkeypatch.setattr(metrics, 'host_reads_are_free', lambda device: False)
     nan = float('nan')
     good = TopKMetrics(ks=(2, ))
     # the smallest and the largest valid ids are not counted as bad

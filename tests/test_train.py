@@ -367,6 +367,41 @@ def test_non_finite_loss_stops_with_epoch_and_batch(sessions, tmp_path):
     assert not (tmp_path / 'metrics.json').exists()
 
 
+@pytest.mark.parametrize('bad_batch,checkpoint_every', [(2, None), (4, 4)],
+                         ids=['found-at-the-next-check', 'found-before-a-mid-epoch-save'])
+def test_non_finite_loss_off_the_cpu_is_found_later_and_named_exactly(
+        sessions, tmp_path, monkeypatch, bad_batch, checkpoint_every):
+    """On an accelerator the loss is checked every check_every batches (no
+    synchronisation per batch), and always before a checkpoint is written: the
+    error still names the first bad batch, and no checkpoint holds its weights.
+    The CPU is treated as an accelerator here."""
+    import tagnn_pyg.train.trainer as trainer_module
+    monkeypatch.setattr(trainer_module, 'host_reads_are_free', lambda device: False)
+    cfg = _cfg(epochs=3, check_every=5, checkpoint_every=checkpoint_every)
+    sp = _splits(cfg, sessions)
+    model = _model(sessions, 'srgnn')
+    state = {'epoch': 1, 'batch': 0, 'after': None}
+
+    def count(epoch, batch):
+        state['epoch'], state['batch'] = epoch, batch + 1
+        if epoch == 2 and batch + 1 == 5:   # the batch of the first check
+            state['after'] = 'checked'
+
+    def poison(module, inputs, output):
+        if state['epoch'] == 2 and state['batch'] == bad_batch - 1:
+            return output * float('nan')
+        return output
+
+    model.register_forward_hook(poison)
+    trainer = Trainer(model, cfg, out_dir=tmp_path, on_batch_end=count)
+    with pytest.raises(NonFiniteLossError, match=rf'epoch 2, batch {bad_batch} of \d+'):
+        trainer.fit(sp.train, sp.valid, sp.test)
+    assert state['after'] is None        # stopped at (not after) the first check
+    kept = load_checkpoint(tmp_path / 'last.pt')
+    assert kept['epoch'] == 1 and kept['state']['partial'] is None   # no mid-epoch save
+    assert all(torch.isfinite(v).all() for v in kept['model']['state_dict'].values())
+
+
 def test_agc_used_when_configured(sessions, monkeypatch):
     from tagnn_pyg.optim import AGC
     calls = []

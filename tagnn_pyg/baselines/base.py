@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from tagnn_pyg.utils.device import host_reads_are_free
+
 __all__ = ['Baseline', 'TrainData', 'flatten_training', 'expand_rows', 'click_counts']
 
 TrainData = Union[Sequence[Sequence[int]], Any]
@@ -114,7 +116,7 @@ class Baseline(torch.nn.Module):
         return self._check_ids(last, 'last click')
 
     def _check_ids(self, ids: Tensor, what: str) -> Tensor:
-        if ids.device.type == 'cpu' and ids.numel():  # no sync needed on the CPU
+        if host_reads_are_free(ids.device) and ids.numel():
             bad = (ids < 1) | (ids >= self.num_items)
             if bool(bad.any()):
                 v = int(ids[bad][0])

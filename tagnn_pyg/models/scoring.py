@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from tagnn_pyg.nn.inits import released_uniform
+from tagnn_pyg.utils.device import host_reads_are_free
 
 __all__ = ['SessionRecommender', 'SessionPositions', 'pad_padding_column',
            'check_candidates', 'check_session_batch', 'dot_scores']
@@ -40,7 +41,7 @@ def check_candidates(candidates: Tensor, num_sessions: int, num_items: int) -> N
     if candidates.dim() != 2 or candidates.size(0) != num_sessions:
         raise ValueError(f"candidates must have shape [{num_sessions}, C] (one row "
                          f"per session), got {list(candidates.shape)}")
-    if candidates.device.type == 'cpu' and candidates.numel() > 0:
+    if host_reads_are_free(candidates.device) and candidates.numel() > 0:
         lo, hi = int(candidates.min()), int(candidates.max())
         if lo < 0 or hi >= num_items:
             raise ValueError(f"candidate item ids must lie in [0, {num_items - 1}], "

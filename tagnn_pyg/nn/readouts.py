@@ -18,6 +18,8 @@ from torch_geometric.nn.aggr import Aggregation
 from torch_geometric.nn.inits import uniform
 from torch_geometric.utils import scatter, softmax
 
+from tagnn_pyg.utils.device import host_reads_are_free
+
 __all__ = ['LastItemReadout', 'SoftAttentionReadout', 'check_pad_count',
            'last_position', 'resolve_index']
 
@@ -81,7 +83,7 @@ def check_pad_count(pad_count: Tensor, dim_size: int) -> None:
     if pad_count.dim() != 1 or pad_count.numel() != dim_size:
         raise ValueError(f"pad_count must have shape [{dim_size}] (padded slots per "
                          f"session), got {list(pad_count.shape)}")
-    if pad_count.device.type == 'cpu' and pad_count.numel() > 0 \
+    if host_reads_are_free(pad_count.device) and pad_count.numel() > 0 \
             and float(pad_count.min()) < 0:
         raise ValueError(f"pad_count must be >= 0 (padded slots per session), got "
                          f"minimum {float(pad_count.min())}")

@@ -23,6 +23,7 @@ from .. import distributed as _dist
 from ..checkpoint import (CheckpointError, config_with_defaults, get_rng_state,
                           load_checkpoint, save_checkpoint, set_rng_state)
 from ..optim import AGC, make_adam, make_adamw
+from ..utils.device import host_reads_are_free
 from ..utils.io import atomic_write_text
 from .config import RESUMABLE_CHANGES, TrainConfig, describe_protocol, describe_schedule
 from .evaluation import evaluate
@@ -74,7 +75,7 @@ class _EpochState:
     @classmethod
     def start(cls, device: torch.device, partial: Optional[Dict[str, Any]],
               check_every: int) -> '_EpochState':
-        on_cpu = device.type == 'cpu'
+        on_cpu = host_reads_are_free(device)
         t0 = time.perf_counter() - (float(partial['train_s']) if partial else 0.0)
         return cls(
             loss_sum=torch.full((), float(partial['loss_sum']) if partial else 0.0,
