@@ -168,6 +168,8 @@ def test_pool_is_eq_7():
     cand = torch.tensor([[1, 2]] * len(LENGTHS))
     torch.testing.assert_close(ta.pool(x, index, target=target, candidates=cand),
                                pooled[:, 1:3])
+    ptr = torch.tensor([0] + LENGTHS).cumsum(0)   # the same sessions as CSR pointers
+    torch.testing.assert_close(ta.pool(x, ptr=ptr, target=target), pooled)
 
 
 def test_sessions_do_not_interact_and_unsorted_index():
@@ -231,7 +233,7 @@ def test_errors_and_repr():
         TargetAttention(D, chunk_size=0)
 
 
-def test_bf16_autocast_matmuls_with_float32_softmax_match_float32():
+def test_bf16_autocast_matmuls_with_float32_softmax_match_float32(monkeypatch):
     # Under autocast the matmuls run in bf16 while the segment softmax, the
     # sums and the gradients stay float32 (and the recomputing backward never
     # meets mixed dtypes); the result tracks the float32 computation.
@@ -250,9 +252,15 @@ def test_bf16_autocast_matmuls_with_float32_softmax_match_float32():
 
     ref = run(False)
     att.zero_grad()
+    seen = []
+    real = ta._pair_dots
+    monkeypatch.setattr(ta, '_pair_dots', lambda a, b, *rest: (
+        seen.append((a.dtype, b.dtype)), real(a, b, *rest))[1])
     got = run(True)
     assert got[0].dtype == torch.float32
-    assert not torch.equal(got[0], ref[0])      # the matmuls did run in bf16
+    assert not torch.equal(got[0], ref[0])
+    # every pair-dot matmul of the chunks (forward and backward) ran in bf16
+    assert seen and set(seen) == {(torch.bfloat16, torch.bfloat16)}
     for g, r in zip(got, ref):
         assert g.dtype == torch.float32
         assert torch.allclose(g, r, rtol=0.05, atol=0.05 * r.abs().max().item())
