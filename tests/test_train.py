@@ -367,25 +367,25 @@ def test_non_finite_loss_stops_with_epoch_and_batch(sessions, tmp_path):
     assert not (tmp_path / 'metrics.json').exists()
 
 
-@pytest.mark.parametrize('bad_batch,checkpoint_every', [(2, None), (4, 4)],
+@pytest.mark.parametrize('bad_batch,checkpoint_every,batches_done',
+                         [(2, None, 4), (3, 4, 3)],
                          ids=['found-at-the-next-check', 'found-before-a-mid-epoch-save'])
 def test_non_finite_loss_off_the_cpu_is_found_later_and_named_exactly(
-        sessions, tmp_path, monkeypatch, bad_batch, checkpoint_every):
+        sessions, tmp_path, monkeypatch, bad_batch, checkpoint_every, batches_done):
     """On an accelerator the loss is checked every check_every batches (no
     synchronisation per batch), and always before a checkpoint is written: the
     error still names the first bad batch, and no checkpoint holds its weights.
-    The CPU is treated as an accelerator here."""
+    The CPU is treated as an accelerator here (on the CPU path training would
+    stop inside the bad batch, after bad_batch - 1 finished ones)."""
     import tagnn_pyg.train.trainer as trainer_module
     monkeypatch.setattr(trainer_module, 'host_reads_are_free', lambda device: False)
     cfg = _cfg(epochs=3, check_every=5, checkpoint_every=checkpoint_every)
     sp = _splits(cfg, sessions)
     model = _model(sessions, 'srgnn')
-    state = {'epoch': 1, 'batch': 0, 'after': None}
+    state = {'epoch': 1, 'batch': 0}
 
     def count(epoch, batch):
         state['epoch'], state['batch'] = epoch, batch + 1
-        if epoch == 2 and batch + 1 == 5:   # the batch of the first check
-            state['after'] = 'checked'
 
     def poison(module, inputs, output):
         if state['epoch'] == 2 and state['batch'] == bad_batch - 1:
@@ -396,7 +396,9 @@ def test_non_finite_loss_off_the_cpu_is_found_later_and_named_exactly(
     trainer = Trainer(model, cfg, out_dir=tmp_path, on_batch_end=count)
     with pytest.raises(NonFiniteLossError, match=rf'epoch 2, batch {bad_batch} of \d+'):
         trainer.fit(sp.train, sp.valid, sp.test)
-    assert state['after'] is None        # stopped at (not after) the first check
+    # batches after the bad one ran (the check comes later), up to the check at
+    # batch 5 or the one before the mid-epoch save at batch 4, not past it
+    assert state['epoch'] == 2 and state['batch'] == batches_done
     kept = load_checkpoint(tmp_path / 'last.pt')
     assert kept['epoch'] == 1 and kept['state']['partial'] is None   # no mid-epoch save
     assert all(torch.isfinite(v).all() for v in kept['model']['state_dict'].values())

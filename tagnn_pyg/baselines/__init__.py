@@ -24,10 +24,9 @@ candidates)`` returns the scores of the given item ids only.
   counted once for every prefix it appears in or ends; pass the whole sessions
   to reproduce the papers.
 
-The modules: :mod:`~tagnn_pyg.baselines.base` (shared plumbing),
-:mod:`~tagnn_pyg.baselines.popularity` (POP, S-POP),
-:mod:`~tagnn_pyg.baselines.item_knn` (Item-KNN),
-:mod:`~tagnn_pyg.baselines.session_knn` (SKNN, V-SKNN, STAN).
+The modules: ``baselines.base`` (:class:`Baseline`, the shared plumbing),
+``baselines.popularity`` (POP, S-POP), ``baselines.item_knn`` (Item-KNN),
+``baselines.session_knn`` (SKNN, V-SKNN, STAN).
 """
 from __future__ import annotations
 

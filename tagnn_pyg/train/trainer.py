@@ -69,20 +69,20 @@ class _EpochState:
     seen: int              # training sequences so far
     t0: float              # perf_counter of the epoch start (minus time before a resume)
     last_log: float        # perf_counter of the last progress log line
-    on_cpu: bool
+    reads_free: bool       # host reads cost nothing (the CPU): check every batch
     check: int             # batches between host checks
 
     @classmethod
     def start(cls, device: torch.device, partial: Optional[Dict[str, Any]],
               check_every: int) -> '_EpochState':
-        on_cpu = host_reads_are_free(device)
+        reads_free = host_reads_are_free(device)
         t0 = time.perf_counter() - (float(partial['train_s']) if partial else 0.0)
         return cls(
             loss_sum=torch.full((), float(partial['loss_sum']) if partial else 0.0,
                                 device=device, dtype=torch.float64),
             bad_at=torch.full((), -1, device=device, dtype=torch.long),
             seen=int(partial['seen']) if partial else 0, t0=t0, last_log=t0,
-            on_cpu=on_cpu, check=1 if on_cpu else check_every)
+            reads_free=reads_free, check=1 if reads_free else check_every)
 
 class Trainer:
     r"""Trains a session-recommendation model under the honest or the papers'
@@ -377,7 +377,7 @@ class Trainer:
         with _autocast(self.device, self.config.amp):
             scores = self.model(batch)
         loss = F.cross_entropy(scores[:, 1:].float(), batch.y - 1)
-        if state.on_cpu:  # free on the CPU: stop before the weights are touched
+        if state.reads_free:  # free on the CPU: stop before the weights are touched
             if not math.isfinite(loss.item()):
                 self._non_finite(e, k, n_batches, loss.item())
         else:  # remember the first bad batch; checked every check_every batches
@@ -421,7 +421,7 @@ class Trainer:
             loss = None
             total = torch.zeros((), dtype=torch.float64, device=self.device)
         _dist.all_reduce(total, what='the loss all-reduce')  # the global mean loss
-        if state.on_cpu:  # the same value on every rank: all stop together
+        if state.reads_free:  # the same value on every rank: all stop together
             if not math.isfinite(total.item()):
                 self._non_finite(e, k, n_batches, total.item())
         else:
@@ -439,7 +439,7 @@ class Trainer:
         state.loss_sum += total * global_size
 
     def _check_non_finite(self, state: '_EpochState', e: int, n_batches: int) -> None:
-        if not state.on_cpu:
+        if not state.reads_free:
             bad = int(state.bad_at)
             if bad >= 0:
                 self._non_finite(e, bad, n_batches, float('nan'))
