@@ -221,9 +221,10 @@ class TopKMetrics:
         """
         target = _check_scores_target(scores, target)
         scores = scores.detach()
-        if host_reads_are_free(scores.device):
-            _check_values(scores, target)  # no device to wait for: fail early
         device = scores.device
+        check_now = host_reads_are_free(device)
+        if check_now:
+            _check_values(scores, target)  # no device to wait for: fail early
         if self._sums is None:
             dtype = torch.float32 if device.type == 'mps' else torch.float64
             self._sums = torch.zeros(3, len(self.ks), dtype=dtype, device=device)
@@ -242,7 +243,7 @@ class TopKMetrics:
         self._sums[0] += hit.sum(dim=0)
         self._sums[1] += (hit / rank.view(-1, 1)).sum(dim=0)
         self._sums[2] += (hit / torch.log2(rank.view(-1, 1) + 1)).sum(dim=0)
-        if not host_reads_are_free(device):
+        if not check_now:
             bad_target = ((target < 1) | (target >= scores.size(1))).sum()
             nan_rows = torch.isnan(scores.amax(dim=1)).sum()
             self._bad += torch.stack([bad_target, nan_rows])

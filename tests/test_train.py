@@ -332,20 +332,29 @@ def test_resume_accepts_a_checkpoint_written_before_an_option_existed(sessions, 
 # ---------------------------------------------------------------- robustness
 
 
+def _poison_batch(model, epoch, batch):
+    """Make the model's output NaN in batch ``batch`` (1-based) of epoch ``epoch``.
+    Returns ``(state, count)``: pass ``count`` as ``on_batch_end``; ``state``
+    then holds the epoch and the number of finished batches."""
+    state = {'epoch': 1, 'batch': 0}
+
+    def count(e, k):
+        state['epoch'], state['batch'] = e, k + 1
+
+    def poison(module, inputs, output):
+        if state['epoch'] == epoch and state['batch'] == batch - 1:
+            return output * float('nan')
+        return output
+
+    model.register_forward_hook(poison)
+    return state, count
+
+
 def test_non_finite_loss_stops_with_epoch_and_batch(sessions, tmp_path):
     cfg = _cfg(epochs=3)
     sp = _splits(cfg, sessions)
     model = _model(sessions, 'srgnn')
-    state = {'epoch': 1, 'batch': 0}
-
-    def count(epoch, batch):
-        state['epoch'], state['batch'] = epoch, batch + 1
-
-    def poison(module, inputs, output):
-        if state['epoch'] == 2 and state['batch'] == 3:  # 4th batch of epoch 2
-            return output * float('nan')
-        return output
-
+    state, count = _poison_batch(model, epoch=2, batch=4)
     trainer = Trainer(model, cfg, out_dir=tmp_path, on_batch_end=count)
     after_epoch_1 = {}
 
@@ -355,7 +364,6 @@ def test_non_finite_loss_stops_with_epoch_and_batch(sessions, tmp_path):
             after_epoch_1.update(load_checkpoint(tmp_path / 'last.pt')['model']['state_dict'])
 
     trainer.on_batch_end = snapshot
-    model.register_forward_hook(poison)
     with pytest.raises(NonFiniteLossError, match=r'epoch 2, batch 4 of \d+') as info:
         trainer.fit(sp.train, sp.valid, sp.test)
     assert 'last.pt (epoch 1) was kept' in str(info.value)
@@ -382,17 +390,7 @@ def test_non_finite_loss_off_the_cpu_is_found_later_and_named_exactly(
     cfg = _cfg(epochs=3, check_every=5, checkpoint_every=checkpoint_every)
     sp = _splits(cfg, sessions)
     model = _model(sessions, 'srgnn')
-    state = {'epoch': 1, 'batch': 0}
-
-    def count(epoch, batch):
-        state['epoch'], state['batch'] = epoch, batch + 1
-
-    def poison(module, inputs, output):
-        if state['epoch'] == 2 and state['batch'] == bad_batch - 1:
-            return output * float('nan')
-        return output
-
-    model.register_forward_hook(poison)
+    state, count = _poison_batch(model, epoch=2, batch=bad_batch)
     trainer = Trainer(model, cfg, out_dir=tmp_path, on_batch_end=count)
     with pytest.raises(NonFiniteLossError, match=rf'epoch 2, batch {bad_batch} of \d+'):
         trainer.fit(sp.train, sp.valid, sp.test)
