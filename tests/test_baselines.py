@@ -1,9 +1,10 @@
 """POP, S-POP and Item-KNN against rankings and similarities worked out by hand."""
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
-from torch_geometric.data import Batch
+from torch_geometric.data import Batch, Data
 
 from tagnn_pyg.baselines import BASELINES, POP, SPOP, ItemKNN
 from tagnn_pyg.data import SessionData
@@ -115,3 +116,22 @@ def test_candidates_and_errors():
     with pytest.raises(ValueError, match='k must be'):
         ItemKNN(k=0)
     assert set(BASELINES) == {'pop', 'spop', 'itemknn', 'sknn', 'vsknn', 'stan'}
+
+
+@pytest.mark.parametrize('name', ['pop', 'spop', 'itemknn', 'sknn', 'vsknn', 'stan'])
+def test_bad_input_is_named(name):
+    # Item ids that are not ints are refused, not truncated (2.7 -> 2) or parsed.
+    with pytest.raises(TypeError, match=r"training session 1 holds 2\.7 \(float\)"):
+        BASELINES[name]().fit([[1, 2], [3, 2.7]], NUM_ITEMS)
+    with pytest.raises(TypeError, match=r"training session 0 holds '3' \(str\)"):
+        BASELINES[name]().fit([['3']], NUM_ITEMS)
+    with pytest.raises(TypeError, match='train.items must hold integer item ids'):
+        BASELINES[name]().fit(SimpleNamespace(items=torch.tensor([1.0, 2.0]),
+                                              ptr=torch.tensor([0, 2]), targets=None),
+                              NUM_ITEMS)  # duck-typed like SessionSequences
+    model = BASELINES[name]().fit(TRAIN, NUM_ITEMS)
+    with pytest.raises(TypeError, match='candidates must be a LongTensor of item ids, '
+                                        'got dtype torch.float32'):
+        model(batch_of([1], [2]), torch.ones(2, 2))
+    with pytest.raises(ValueError, match="batch lacks the SessionData field '(last|seq)'"):
+        model(Data(x=torch.tensor([1])))

@@ -431,6 +431,32 @@ def test_errors():
         model(SimpleBatch(x=b.x))
 
 
+@pytest.mark.parametrize('key', sorted(MODELS))
+def test_item_ids_outside_the_table_are_named(key):
+    # Sessions encoded for a larger item table: every model names the range it
+    # got and its num_items instead of an IndexError from the embedding.
+    model = MODELS[key](M, hidden_channels=D, **({'heads': 2} if key == 'tagnnpp' else {}))
+    with pytest.raises(ValueError, match=rf'item ids in \[3, {M}\].*num_items={M} '
+                                         rf'\(ids 0\.\.{M - 1}\)'):
+        model(batch_of([[3, M, 4]], targets=[1]))
+    model(batch_of([[3, M - 1, 4]], targets=[1]))  # the last id is in the table
+
+
+@pytest.mark.parametrize('key,flag', [('srgnn', 'hybrid'), ('tagnn', 'released_padding'),
+                                      ('tagnnpp', 'use_transformer'), ('stamp', 'attention'),
+                                      ('stamp', 'sigmoid'), ('lessr', 'batch_norm'),
+                                      ('gcsan', 'causal')])
+def test_switches_refuse_text(key, flag):
+    # bool('no') is True: a switch given as text (--model-arg attention=no)
+    # must be refused rather than turned on.
+    for value in ('no', 0, None):
+        with pytest.raises(TypeError, match=rf"{flag} must be True or False, got "
+                                            rf"{value!r}"):
+            MODELS[key](M, hidden_channels=D, **{flag: value})
+    model = MODELS[key](M, hidden_channels=D, **{flag: np.bool_(True)})
+    assert model.config()[flag] is True  # stored as a plain bool
+
+
 class SimpleBatch:
     def __init__(self, **kw):
         self.__dict__.update(kw)

@@ -295,3 +295,31 @@ def test_cli_methods_and_params(tmp_path, capsys):
     assert main(['baseline', '--data', str(data), '--method', 'vsknn', '--param',
                  'k=0']) == 1
     assert 'k must be a positive int, got 0' in capsys.readouterr().err
+
+
+def test_cli_refuses_prefixes_as_neighbours(tmp_path, capsys):
+    # Under a random prefix split the other prefixes of a validation session
+    # would be its nearest neighbours; without all_train_seq.txt every prefix
+    # would count as a session. Both are refused, naming the cause.
+    from tagnn_pyg.cli import main
+    from tagnn_pyg.data.srgnn_format import write_srgnn_folder
+    from tagnn_pyg.data.synthetic import make_synthetic_sessions
+
+    train, test = make_synthetic_sessions(num_items=60, num_train_sessions=120,
+                                          num_test_sessions=30, seed=3, num_interests=4)
+    data = write_srgnn_folder(tmp_path / 'data', train, test)
+    assert main(['baseline', '--data', str(data), '--method', 'stan', '--valid',
+                 'random', '--no-progress']) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert '--method stan needs whole training sessions' in err
+    assert '--valid random splits prefix sequences' in err
+    (data / 'all_train_seq.txt').unlink()  # a folder of train.txt / test.txt only
+    (data / 'manifest.json').unlink()
+    for protocol in ('paper', 'honest'):
+        assert main(['baseline', '--data', str(data), '--method', 'sknn', '--protocol',
+                     protocol, '--no-progress']) == 1
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert 'has no whole training sessions (all_train_seq.txt)' in err
+    # Item-KNN counts co-occurrences, which prefixes give as well as sessions.
+    assert main(['baseline', '--data', str(data), '--method', 'itemknn', '--protocol',
+                 'paper', '--no-progress']) == 0

@@ -28,6 +28,11 @@ def flatten_training(train: TrainData, num_items: int) -> Tuple[np.ndarray, np.n
         raise ValueError(f"num_items must be an int >= 2 (item ids 1..num_items-1 "
                          f"plus the padding id 0), got {num_items!r}")
     if all(hasattr(train, a) for a in ('items', 'ptr', 'targets')):
+        for name in ('items', 'targets'):
+            value = getattr(train, name)
+            if value is not None and torch.as_tensor(value).is_floating_point():
+                raise TypeError(f"train.{name} must hold integer item ids, got dtype "
+                                f"{torch.as_tensor(value).dtype}")
         items = torch.as_tensor(train.items).cpu().numpy().astype(np.int64)
         ptr = torch.as_tensor(train.ptr).cpu().numpy().astype(np.int64)
         num_sessions = ptr.size - 1
@@ -47,9 +52,15 @@ def flatten_training(train: TrainData, num_items: int) -> Tuple[np.ndarray, np.n
                 raise TypeError(f"training session {i} must be a list of item ids, "
                                 f"got {type(s).__name__}: {s!r:.60}")
         lengths = np.fromiter(map(len, train), dtype=np.int64, count=len(train))
-        items = np.fromiter(itertools.chain.from_iterable(
-            (s.tolist() if isinstance(s, (np.ndarray, Tensor)) else s) for s in train),
-            dtype=np.int64, count=int(lengths.sum()))
+        flat = list(itertools.chain.from_iterable(
+            (s.tolist() if isinstance(s, (np.ndarray, Tensor)) else s) for s in train))
+        odd = next((v for v in flat if isinstance(v, bool)
+                    or not isinstance(v, (int, np.integer))), None)
+        if odd is not None:
+            i = int(np.searchsorted(np.cumsum(lengths), flat.index(odd), side='right'))
+            raise TypeError(f"training session {i} holds {odd!r} "
+                            f"({type(odd).__name__}); item ids must be ints")
+        items = np.asarray(flat, dtype=np.int64)
         num_sessions = len(train)
         session = np.repeat(np.arange(num_sessions), lengths)
         what = 'session'
@@ -111,9 +122,24 @@ class Baseline(torch.nn.Module):
             raise RuntimeError(f"{self.__class__.__name__} is not fitted: call "
                                f".fit(train, num_items) first")
 
+    @staticmethod
+    def _require(batch: Any, *keys: str) -> None:
+        for key in keys:
+            if getattr(batch, key, None) is None:
+                raise ValueError(f"batch lacks the SessionData field {key!r}; build it "
+                                 f"with SessionData.from_sequence / build_session_batch")
+
     def _last_items(self, batch: Any) -> Tensor:
+        r"""``[B]`` each session's last click, checked."""
+        self._require(batch, 'x', 'last')
         last = batch.x[batch.last].view(-1)
         return self._check_ids(last, 'last click')
+
+    def _clicks(self, batch: Any) -> Tuple[Tensor, Tensor, int]:
+        r"""``(items [L], session [L], B)``: every click of the batch, checked."""
+        self._require(batch, 'x', 'seq', 'seq_batch', 'last')
+        items = self._check_ids(batch.x[batch.seq], 'session')
+        return items, batch.seq_batch, batch.last.numel()
 
     def _check_ids(self, ids: Tensor, what: str) -> Tensor:
         if host_reads_are_free(ids.device) and ids.numel():
@@ -144,6 +170,12 @@ class Baseline(torch.nn.Module):
         out = self.scores(batch)
         out[:, 0] = float('-inf')
         if candidates is not None:
+            if not isinstance(candidates, Tensor) or candidates.is_floating_point() \
+                    or candidates.dtype == torch.bool:
+                what = (f'dtype {candidates.dtype}' if isinstance(candidates, Tensor)
+                        else type(candidates).__name__)
+                raise TypeError(f"candidates must be a LongTensor of item ids, got "
+                                f"{what}")
             if candidates.dim() != 2 or candidates.size(0) != out.size(0):
                 raise ValueError(f"candidates must be [batch={out.size(0)}, C] item "
                                  f"ids, got shape {tuple(candidates.shape)}")

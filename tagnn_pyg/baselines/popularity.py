@@ -48,6 +48,7 @@ class POP(Baseline):
         return self
 
     def scores(self, batch: Any) -> Tensor:
+        self._require(batch, 'last')
         num_sessions = batch.last.numel()
         return self.popularity.view(1, -1).repeat(num_sessions, 1)
 
@@ -99,9 +100,7 @@ class SPOP(Baseline):
         return self
 
     def scores(self, batch: Any) -> Tensor:
-        items = self._check_ids(batch.x[batch.seq], 'session')
-        index = batch.seq_batch
-        num_sessions = batch.last.numel()
+        items, index, num_sessions = self._clicks(batch)
         exact32 = (items.numel() + 1) * self.num_levels < 2**24
         dtype = torch.float32 if exact32 else torch.float64
         out = self.pop_rank.to(dtype).view(1, -1).repeat(num_sessions, 1)

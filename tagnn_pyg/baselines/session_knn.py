@@ -189,9 +189,7 @@ class _SessionKNN(Baseline):
     def _current(self, batch: Any) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
         r"""``(session, item, last position, clicks per session)`` of the
         distinct items of the batch's sessions."""
-        items = self._check_ids(batch.x[batch.seq], 'session')
-        index = batch.seq_batch
-        num_sessions = batch.last.numel()
+        items, index, num_sessions = self._clicks(batch)
         order = torch.sort(index, stable=True).indices  # click order kept
         items, index = items[order], index[order]
         length = torch.bincount(index, minlength=num_sessions)

@@ -12,6 +12,8 @@ from .common import UserError, add_data, add_debug, load_data, model_arg, write_
 from .config_options import add_config_arguments, config_overrides
 
 BASELINE_NAMES = ('pop', 'spop', 'itemknn', 'sknn', 'vsknn', 'stan')
+#: The methods whose neighbours are training sessions (never prefix sequences).
+SESSION_KNN = ('sknn', 'vsknn', 'stan')
 #: The TrainConfig fields that apply to a baseline (data splits and metrics).
 SPLIT_FIELDS = ('protocol', 'valid', 'valid_fraction', 'max_train', 'max_valid',
                 'max_test', 'ks', 'seed', 'progress')
@@ -63,6 +65,20 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = TrainConfig(**config_overrides(args, args._config_fields))
     data = load_data(args)
+    if args.method in SESSION_KNN:
+        # Prefixes as neighbours would count every session once per prefix, and
+        # under a random split the other prefixes of a held-out session would be
+        # its nearest neighbours (the answer leaks into validation).
+        why = None
+        if data.train_sessions is None:
+            why = (f'the data set {data.name!r} has no whole training sessions '
+                   '(all_train_seq.txt)')
+        elif cfg.protocol == 'honest' and cfg.valid == 'random':
+            why = '--valid random splits prefix sequences, not sessions'
+        if why:
+            raise UserError(f'--method {args.method} needs whole training sessions as '
+                            f'neighbours, but {why}; use --valid temporal with a data '
+                            'set that has them')
     splits = make_splits(cfg, train=data.train, test=data.test,
                          train_sessions=data.train_sessions)
     fit_on = splits.train_sessions if splits.train_sessions is not None else splits.train

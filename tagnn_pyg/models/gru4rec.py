@@ -102,7 +102,7 @@ class GRU4Rec(SessionRecommender):
 
     def positions(self, batch: Any) -> SessionPositions:
         r"""The GRU's top-layer state :math:`\mathbf{h}_j` at every click."""
-        x = self.embedding(click_items(batch))
+        x = self.embedding(click_items(batch, self.num_items))
         x = torch.nn.functional.dropout(x, self.embedding_dropout, self.training)
         B = batch.last.numel()
         return SessionPositions(gru_positions(self.gru, x, batch.seq_batch, B,

@@ -19,6 +19,7 @@ from tagnn_pyg.nn.eopa_conv import (EOPAConv, check_dropout, check_positive_int,
 from tagnn_pyg.nn.readouts import last_position, resolve_index
 from tagnn_pyg.nn.shortcut_gat_conv import (ShortcutGATConv, node_sessions,
                                              shortcut_graph, static_shortcut_graph)
+from tagnn_pyg.utils.checks import check_flag
 from tagnn_pyg.utils.static_dense import stable_argsort
 
 __all__ = ['LESSR', 'LESSRAttentionReadout']
@@ -205,7 +206,7 @@ class LESSR(SessionRecommender):
         super().__init__(num_items, hidden_channels)
         self.num_layers = check_positive_int('num_layers', num_layers)
         self.dropout = check_dropout('dropout', dropout)
-        self.batch_norm = bool(batch_norm)
+        self.batch_norm = check_flag('batch_norm', batch_norm)
         if max_norm is not None:
             if isinstance(max_norm, bool) or not float(max_norm) > 0:
                 raise ValueError(f"max_norm must be a positive number or None, got "
@@ -314,7 +315,7 @@ class LESSR(SessionRecommender):
     def positions(self, batch: Any) -> SessionPositions:
         r"""Each session's node features, the last clicked item's node last
         in its segment (``index`` = the node's session, sorted)."""
-        check_session_batch(batch)
+        check_session_batch(batch, self.num_items)
         h = self.node_features(batch)
         N, B = h.size(0), batch.last.numel()
         session = node_sessions(batch.seq, batch.seq_batch, N)

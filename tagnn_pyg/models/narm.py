@@ -94,7 +94,7 @@ class NARM(SessionRecommender):
 
     def positions(self, batch: Any) -> SessionPositions:
         r"""The GRU state :math:`\mathbf{h}_j` at every click."""
-        items = click_items(batch)
+        items = click_items(batch, self.num_items)
         x = self.embedding(items)
         x = torch.nn.functional.dropout(x, self.embedding_dropout, self.training)
         B = batch.last.numel()

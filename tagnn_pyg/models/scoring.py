@@ -67,13 +67,22 @@ def dot_scores(query: Tensor, weight: Tensor, candidates: Optional[Tensor] = Non
     return out.masked_fill(candidates == 0, float('-inf'))
 
 
-def check_session_batch(batch: Any) -> None:
+def check_session_batch(batch: Any, num_items: Optional[int] = None) -> None:
     r"""Raise if ``batch`` lacks a :class:`~tagnn_pyg.data.SessionData` field
-    the models read (``x``, ``seq``, ``seq_batch``, ``last``)."""
+    the models read (``x``, ``seq``, ``seq_batch``, ``last``) or, given
+    ``num_items`` and where reading the tensor costs no device sync, holds an
+    item id outside :math:`[0, \text{num\_items} - 1]`."""
     for key in ('x', 'seq', 'seq_batch', 'last'):
         if getattr(batch, key, None) is None:
             raise ValueError(f"batch lacks the SessionData field {key!r}; build it "
                              f"with SessionData.from_sequence / build_session_batch")
+    x = batch.x
+    if num_items is not None and x.numel() > 0 and host_reads_are_free(x.device):
+        lo, hi = int(x.min()), int(x.max())
+        if lo < 0 or hi >= num_items:
+            raise ValueError(f"the batch holds item ids in [{lo}, {hi}], but the model "
+                             f"has num_items={num_items} (ids 0..{num_items - 1}); "
+                             f"were the sessions encoded for another item table?")
 
 
 @dataclass
@@ -150,7 +159,7 @@ class SessionRecommender(torch.nn.Module):
 
     def positions(self, batch: Any) -> SessionPositions:
         r"""Gather node features to click positions (``h[seq]``)."""
-        check_session_batch(batch)
+        check_session_batch(batch, self.num_items)
         h = self.node_features(batch)
         return SessionPositions(h[batch.seq], batch.seq_batch, batch.last.numel())
 

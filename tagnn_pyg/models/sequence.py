@@ -32,9 +32,10 @@ def check_rate(name: str, p: float) -> float:
     return p
 
 
-def click_items(batch: Any) -> Tensor:
-    r"""``[L]`` the item id of every click, in click order (``x[seq]``)."""
-    check_session_batch(batch)
+def click_items(batch: Any, num_items: Optional[int] = None) -> Tensor:
+    r"""``[L]`` the item id of every click, in click order (``x[seq]``); the
+    batch checked by :func:`~tagnn_pyg.models.scoring.check_session_batch`."""
+    check_session_batch(batch, num_items)
     return batch.x[batch.seq]
 
 

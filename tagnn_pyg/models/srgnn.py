@@ -9,6 +9,7 @@ from torch import Tensor
 from tagnn_pyg.models.scoring import SessionPositions, SessionRecommender, dot_scores
 from tagnn_pyg.nn import GatedSessionConv
 from tagnn_pyg.nn.readouts import LastItemReadout, SoftAttentionReadout
+from tagnn_pyg.utils.checks import check_flag
 
 __all__ = ['SRGNN']
 
@@ -57,7 +58,7 @@ class SRGNN(SessionRecommender):
                  hybrid: bool = True) -> None:
         super().__init__(num_items, hidden_channels)
         self.num_steps = int(num_steps)
-        self.hybrid = bool(hybrid)
+        self.hybrid = check_flag('hybrid', hybrid)
         d = hidden_channels
         self.gnn = GatedSessionConv(d, num_steps=self.num_steps)
         self.local_readout = LastItemReadout()

@@ -13,6 +13,7 @@ from torch_geometric.nn.aggr import MeanAggregation, SumAggregation
 from tagnn_pyg.models.scoring import SessionPositions, SessionRecommender, dot_scores
 from tagnn_pyg.models.sequence import click_items
 from tagnn_pyg.nn.readouts import LastItemReadout
+from tagnn_pyg.utils.checks import check_flag
 
 __all__ = ['STAMP']
 
@@ -83,8 +84,8 @@ class STAMP(SessionRecommender):
     def __init__(self, num_items: int, hidden_channels: int = 100,
                  attention: bool = True, sigmoid: bool = False) -> None:
         super().__init__(num_items, hidden_channels)
-        self.attention = bool(attention)
-        self.sigmoid = bool(sigmoid)
+        self.attention = check_flag('attention', attention)
+        self.sigmoid = check_flag('sigmoid', sigmoid)
         d = hidden_channels
         self.mean = MeanAggregation()
         self.last = LastItemReadout()
@@ -105,7 +106,7 @@ class STAMP(SessionRecommender):
 
     def positions(self, batch: Any) -> SessionPositions:
         r"""The item embedding :math:`\mathbf{x}_i` of every click."""
-        return SessionPositions(self.embedding(click_items(batch)), batch.seq_batch,
+        return SessionPositions(self.embedding(click_items(batch, self.num_items)), batch.seq_batch,
                                 batch.last.numel())
 
     def session_embedding(self, pos: SessionPositions) -> Tensor:

@@ -13,6 +13,7 @@ from tagnn_pyg.models.scoring import (SessionPositions, SessionRecommender, dot_
 from tagnn_pyg.nn import GatedSessionConv
 from tagnn_pyg.nn.readouts import LastItemReadout, SoftAttentionReadout
 from tagnn_pyg.nn.target_attention import TargetAttention
+from tagnn_pyg.utils.checks import check_flag
 
 __all__ = ['TAGNN', 'TAGNN_SCORES', 'TAGNN_SESSIONS', 'padded_like_released']
 
@@ -126,7 +127,7 @@ class TAGNN(SessionRecommender):
         if released_padding and session in ('local', 'mean'):
             raise ValueError(f"released_padding emulates padded slots in the attention "
                              f"softmaxes; session={session!r} has none")
-        self.released_padding = bool(released_padding)
+        self.released_padding = check_flag('released_padding', released_padding)
         #: Length every session is padded to with ``released_padding``: the
         #: longest session of the data set being iterated. Required (``None``
         #: raises); set by :func:`padded_like_released`.
@@ -134,7 +135,7 @@ class TAGNN(SessionRecommender):
         self.num_steps = int(num_steps)
         self.score_form = score
         self.session = session
-        self.hybrid = bool(hybrid)
+        self.hybrid = check_flag('hybrid', hybrid)
         self.chunk_size = chunk_size
         d = hidden_channels
         full = session == 'full'

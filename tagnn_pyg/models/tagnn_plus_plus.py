@@ -9,6 +9,7 @@ import torch
 from tagnn_pyg.models.scoring import SessionPositions, check_session_batch
 from tagnn_pyg.models.tagnn import TAGNN
 from tagnn_pyg.nn.session_transformer import SessionTransformer
+from tagnn_pyg.utils.checks import check_flag
 
 __all__ = ['TAGNNPlusPlus', 'TAGNNPP_LAYERS', 'TAGNNPP_INITS']
 
@@ -159,9 +160,9 @@ class TAGNNPlusPlus(TAGNN):
                          released_padding=released_padding, _use_gnn=use_gnn)
         self.heads = int(heads)
         self.dropout = float(dropout)
-        self.use_gnn = bool(use_gnn)
-        self.use_transformer = bool(use_transformer)
-        self.positional = bool(positional)
+        self.use_gnn = check_flag('use_gnn', use_gnn)
+        self.use_transformer = check_flag('use_transformer', use_transformer)
+        self.positional = check_flag('positional', positional)
         self.layer = layer
         self.max_length = int(max_length)
         self.init = init
@@ -207,7 +208,7 @@ class TAGNNPlusPlus(TAGNN):
         r"""The released computation: the layer over each session's padded,
         id-sorted node list, then the clicks and padded slots gathered from
         its output (see the class docstring)."""
-        check_session_batch(batch)
+        check_session_batch(batch, self.num_items)
         h = self.node_features(batch)           # [N, d] states of the batch's nodes
         index, num_nodes, B = batch.seq_batch, batch.x.numel(), batch.last.numel()
         pad_count = self.pad_counts(index, B)

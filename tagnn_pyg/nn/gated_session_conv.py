@@ -12,6 +12,8 @@ from torch_geometric.typing import Adj, OptTensor, SparseTensor
 from torch_geometric.utils import (degree, is_torch_sparse_tensor, scatter, spmm,
                                    to_edge_index, to_torch_csr_tensor)
 
+from tagnn_pyg.utils.checks import check_flag
+
 __all__ = ['GatedSessionConv']
 
 
@@ -110,8 +112,8 @@ class GatedSessionConv(MessagePassing):
             raise ValueError(f"num_steps must be a positive integer, got {num_steps!r}")
         self.channels = int(channels)
         self.num_steps = int(num_steps)
-        self.bias = bool(bias)
-        self.message_bias = bool(message_bias) and self.bias
+        self.bias = check_flag('bias', bias)
+        self.message_bias = check_flag('message_bias', message_bias) and self.bias
 
         self.lin_in = Linear(channels, channels, bias=self.message_bias)  # linear_edge_in
         self.lin_out = Linear(channels, channels, bias=self.message_bias)  # linear_edge_out

@@ -18,6 +18,7 @@ from torch_geometric.nn.aggr import Aggregation
 from torch_geometric.nn.inits import uniform
 from torch_geometric.utils import scatter, softmax
 
+from tagnn_pyg.utils.checks import check_flag
 from tagnn_pyg.utils.device import host_reads_are_free
 
 __all__ = ['LastItemReadout', 'SoftAttentionReadout', 'check_pad_count',
@@ -170,8 +171,8 @@ class SoftAttentionReadout(Aggregation):
         if int(channels) != channels or channels < 1:
             raise ValueError(f"channels must be a positive integer, got {channels!r}")
         self.channels = int(channels)
-        self.softmax = bool(softmax)
-        self.bias = bool(bias)
+        self.softmax = check_flag('softmax', softmax)
+        self.bias = check_flag('bias', bias)
         self.lin_last = Linear(channels, channels, bias=self.bias)  # linear_one, W1
         self.lin_pos = Linear(channels, channels, bias=self.bias)   # linear_two, W2
         self.lin_q = Linear(channels, 1, bias=False)           # linear_three, q

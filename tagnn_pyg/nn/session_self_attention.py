@@ -12,6 +12,7 @@ from torch_geometric.utils import to_dense_batch
 
 from tagnn_pyg.nn.inits import released_uniform
 from tagnn_pyg.nn.readouts import resolve_index
+from tagnn_pyg.utils.checks import check_flag
 from tagnn_pyg.utils.static_dense import StaticDenseBatch
 
 __all__ = ['SessionSelfAttention']
@@ -106,7 +107,7 @@ class SessionSelfAttention(torch.nn.Module):
         self.heads = heads
         self.ff_channels = ff_channels
         self.dropout = float(dropout)
-        self.causal = bool(causal)
+        self.causal = check_flag('causal', causal)
         #: Fixed slots per session (export only; ``None``: the batch's longest).
         self.static_length: Optional[int] = None
         d = channels

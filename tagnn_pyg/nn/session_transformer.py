@@ -11,6 +11,7 @@ from torch.nn import Dropout, Embedding, LayerNorm, Linear, MultiheadAttention
 from torch_geometric.utils import to_dense_batch
 
 from tagnn_pyg.nn.readouts import resolve_index
+from tagnn_pyg.utils.checks import check_flag
 from tagnn_pyg.utils.static_dense import StaticDenseBatch
 
 __all__ = ['SessionTransformer']
@@ -122,8 +123,8 @@ class SessionTransformer(torch.nn.Module):
         self.channels = int(channels)
         self.heads = int(heads)
         self.dropout = float(dropout)
-        self.positional = bool(positional)
-        self.feed_forward = bool(feed_forward)
+        self.positional = check_flag('positional', positional)
+        self.feed_forward = check_flag('feed_forward', feed_forward)
         self.max_length = int(max_length)
         self.norm = norm
         self.ff_channels = int(ff_channels) if ff_channels is not None else 4 * self.channels
