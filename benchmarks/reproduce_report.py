@@ -540,6 +540,15 @@ def render_markdown(runs: Sequence[Mapping[str, Any]], figure: Optional[str] = N
     if curves_figure:
         out.append(f'![Test HR@20 and MRR@20 after each epoch]({curves_figure})')
         out.append('')
+    out.append('### Time per epoch')
+    out.append('')
+    out.append('From the records\' wall times (training plus the test pass after each '
+               'epoch), papers\' protocol. The CPU runs shared a 2-core machine with each '
+               'other and with tests and benchmarks, so the spread is the load\'s; the '
+               'minimum is the closest to the library\'s own speed there.')
+    out.append('')
+    out += epoch_time_lines(epoch_times(runs))
+    out.append('')
     out.append('### One-epoch faithfulness check (issue 4)')
     out.append('')
     out += faithfulness_lines(groups)
@@ -602,9 +611,8 @@ def curve_series(runs: Iterable[Mapping[str, Any]]) -> List[Curve]:
             named)."""
     best: Dict[Tuple[str, str, str, int, str], Curve] = {}
     for rec in runs:
-        limits = rec.get('limits') or {}
-        if rec.get('protocol') != 'paper' or any(
-                v is not None for k, v in limits.items() if k != 'epochs'):
+        key = _series_key(rec)
+        if key is None:
             continue
         points, lrs = [], []
         for entry in rec.get('curve') or []:
@@ -618,20 +626,96 @@ def curve_series(runs: Iterable[Mapping[str, Any]]) -> List[Curve]:
             lrs.append(float(entry['lr']) if entry.get('lr') is not None else math.nan)
         if not points:
             continue
-        preset = rec.get('preset')
-        name = preset.get('name', '') if isinstance(preset, Mapping) else str(preset or '')
-        settings = json.dumps({k: v for k, v in preset.items() if k != 'description'}
-                              if isinstance(preset, Mapping) else preset,
-                              sort_keys=True, default=str)
-        key = (rec['dataset'], rec['row'], name, int(rec['seed']), settings)
         if key not in best or len(points) >= len(best[key].points):
             best[key] = Curve(*key[:4], points=points, lrs=lrs)
+    return [best[k] for k in sorted(best, key=_series_order)]
 
-    def order(k: Tuple[str, str, str, int, str]) -> Tuple[Any, ...]:
-        ds, row, preset, seed, _ = k
-        return (DATASETS.index(ds) if ds in DATASETS else len(DATASETS), ds,
-                list(ROWS).index(row) if row in ROWS else len(ROWS), row, preset, seed)
-    return [best[k] for k in sorted(best, key=order)]
+
+SeriesKey = Tuple[str, str, str, int, str]
+
+
+def _series_key(rec: Mapping[str, Any]) -> Optional[SeriesKey]:
+    r"""``(data set, row, preset name, seed, preset settings)`` of a
+    papers'-protocol record without data caps (the records of one run, epoch by
+    epoch, share it), else :obj:`None`."""
+    limits = rec.get('limits') or {}
+    if rec.get('protocol') != 'paper' or any(
+            v is not None for k, v in limits.items() if k != 'epochs'):
+        return None
+    preset = rec.get('preset')
+    name = preset.get('name', '') if isinstance(preset, Mapping) else str(preset or '')
+    settings = json.dumps({k: v for k, v in preset.items() if k != 'description'}
+                          if isinstance(preset, Mapping) else preset,
+                          sort_keys=True, default=str)
+    return (rec['dataset'], rec['row'], name, int(rec['seed']), settings)
+
+
+def _series_order(k: SeriesKey) -> Tuple[Any, ...]:
+    ds, row, preset, seed, _ = k
+    return (DATASETS.index(ds) if ds in DATASETS else len(DATASETS), ds,
+            list(ROWS).index(row) if row in ROWS else len(ROWS), row, preset, seed)
+
+
+@dataclass
+class EpochTimes:
+    r"""Wall time of each epoch of one run, from its records' cumulative
+    ``wall_s`` (training plus the test pass after every epoch)."""
+    dataset: str
+    row: str
+    preset: str
+    minutes: List[float]      # one entry per epoch timed
+    devices: List[str]
+
+    @property
+    def label(self) -> str:
+        label = ROWS.get(self.row, (None, None, self.row))[2]
+        return f'{label} (`{self.preset}`)' if self.preset else label
+
+
+def epoch_times(runs: Iterable[Mapping[str, Any]]) -> List[EpochTimes]:
+    r"""Per-epoch wall times of the papers'-protocol runs, seeds pooled per
+    (data set, row, preset). A run's records (one per finished epoch when run
+    epoch by epoch) are ordered by the epochs they hold; the first gives
+    ``wall_s / epochs`` per epoch, each later one ``(wall_s - previous wall_s) /
+    (epochs - previous epochs)``. A record whose ``wall_s`` is missing or does not
+    grow (a chain restarted from scratch beside an old record) starts afresh."""
+    chains: Dict[SeriesKey, Dict[int, Tuple[float, str]]] = {}
+    for rec in runs:
+        key = _series_key(rec)
+        done = len([e for e in rec.get('curve') or [] if isinstance(e, Mapping)
+                    and isinstance(e.get('test'), Mapping)])
+        wall = rec.get('wall_s')
+        if key is None or done == 0 or not isinstance(wall, (int, float)) or wall <= 0:
+            continue
+        chains.setdefault(key, {})[done] = (float(wall), str(rec.get('device', '')))
+    pooled: Dict[Tuple[str, str, str], EpochTimes] = {}
+    for key in sorted(chains, key=_series_order):
+        prev_epochs, prev_wall = 0, 0.0
+        times = pooled.setdefault(key[:3], EpochTimes(*key[:3], minutes=[], devices=[]))
+        for n in sorted(chains[key]):
+            wall, device = chains[key][n]
+            if wall <= prev_wall:
+                prev_epochs, prev_wall = 0, 0.0
+            span = n - prev_epochs
+            times.minutes += [(wall - prev_wall) / span / 60.0] * span
+            if device and device not in times.devices:
+                times.devices.append(device)
+            prev_epochs, prev_wall = n, wall
+    return list(pooled.values())
+
+
+def epoch_time_lines(times: Sequence[EpochTimes]) -> List[str]:
+    r"""Markdown: median (min-max) minutes per epoch of every timed run."""
+    if not times:
+        return ['No timed papers\' protocol run yet.']
+    out = ['| data set | model | epochs timed | minutes per epoch: median (min-max) | '
+           'device |', '|---|---|---|---|---|']
+    for t in times:
+        m = t.minutes
+        out.append(f"| {DATASET_NAMES.get(t.dataset, t.dataset)} | {t.label} | {len(m)} | "
+                   f"{statistics.median(m):.1f} ({min(m):.1f}-{max(m):.1f}) | "
+                   f"{'; '.join(t.devices)} |")
+    return out
 
 
 def curve_lines(curves: Sequence[Curve]) -> List[str]:

@@ -3,7 +3,8 @@ r"""Named experiment presets: which model, with which arguments, trained how.
 A plain data module (no torch, no model imports). Every :class:`Preset` holds
 
 * ``model``: a key of :data:`tagnn_pyg.models.MODELS` (``'srgnn'``,
-  ``'tagnn'``, ``'tagnnpp'``);
+  ``'tagnn'``, ``'tagnnpp'``, ``'narm'``, ``'stamp'``, ``'gru4rec'``,
+  ``'gcsan'``, ``'lessr'``);
 * ``model_kwargs``: constructor arguments besides ``num_items`` (which comes
   from the data set);
 * ``training``: the optimisation settings, with these keys:

@@ -287,3 +287,33 @@ def test_per_epoch_curves(tmp_path):
     path = rr.render_curves_figure([e1, e2, pp], tmp_path / 'curves.png')
     assert path is not None and path.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
     assert rr.render_curves_figure([honest], tmp_path / 'none.png') is None
+
+
+def test_epoch_times_by_hand():
+    # One run, epoch by epoch: e1 after 600 s, e2 after 1500 s, e4 after 2700 s
+    # (two epochs in one invocation): 10, 15, then 10 and 10 minutes.
+    chain = []
+    for n, wall in ((1, 600.0), (2, 1500.0), (4, 2700.0)):
+        r = rec(row='narm', preset='narm', limits={'epochs': n}, wall=wall,
+                device='CPU (x86_64, 1 threads)')
+        r['curve'] = curve(*[(e, 40.0, 14.0) for e in range(1, n + 1)])
+        chain.append(r)
+    other_seed = rec(row='narm', preset='narm', seed=1, limits={'epochs': 1}, wall=1200.0,
+                     device='CPU (x86_64, 2 threads)')
+    other_seed['curve'] = curve((1, 40.0, 14.0))
+    honest = rec(row='narm', preset='narm', protocol='honest', wall=60.0)
+    honest['curve'] = curve((1, 40.0, 14.0))
+    capped = rec(row='narm', preset='narm', limits={'epochs': 1, 'max_train': 10},
+                 wall=6.0)
+    capped['curve'] = curve((1, 9.0, 3.0))
+    times = rr.epoch_times(chain[::-1] + [other_seed, honest, capped])
+    assert [(t.row, t.minutes) for t in times] == [('narm', [10.0, 15.0, 10.0, 10.0, 20.0])]
+    assert times[0].devices == ['CPU (x86_64, 1 threads)', 'CPU (x86_64, 2 threads)']
+    lines = rr.epoch_time_lines(times)
+    assert lines[2] == ('| Diginetica | NARM (`narm`) | 5 | 10.0 (10.0-20.0) | '
+                        'CPU (x86_64, 1 threads); CPU (x86_64, 2 threads) |')
+    # a chain restarted from scratch beside an old, longer record starts afresh
+    restarted = rec(row='narm', preset='narm', limits={'epochs': 3}, wall=900.0)
+    restarted['curve'] = curve(*[(e, 40.0, 14.0) for e in (1, 2, 3)])
+    assert rr.epoch_times(chain[:2] + [restarted])[0].minutes == [10.0, 15.0, 5.0, 5.0, 5.0]
+    assert rr.epoch_time_lines([]) == ["No timed papers' protocol run yet."]

@@ -14,7 +14,13 @@ def host_reads_are_free(device: torch.device) -> bool:
     or counts the bad cases on the device and reports them at the next
     synchronisation (the metrics' bad targets, the trainer's non-finite loss).
 
+    While a graph is traced (:func:`torch.compile`, :func:`torch.export`,
+    ONNX export by tracing) a value has no Python reading at all, so the answer
+    is :obj:`False` there too: the traced graph holds no data-dependent check.
+
     Args:
         device (torch.device): The device the values live on.
     """
+    if torch.compiler.is_compiling() or torch.jit.is_tracing():
+        return False
     return device.type == 'cpu'
