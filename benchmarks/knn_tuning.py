@@ -61,14 +61,31 @@ def _grid(**axes: List[Any]) -> List[Dict[str, Any]]:
     return [dict(zip(keys, values)) for values in itertools.product(*axes.values())]
 
 
-#: The grids: small on purpose (2 shared CPU cores).
+#: The grids: small on purpose (2 shared CPU cores). The first block of each
+#: method is the original grid; the second extends it past the edges where the
+#: original choice sat (k, sample_size, IDF boost, STAN's lambda3 and anchor)
+#: and adds session-rec's own code defaults (SKNN: sample_size=1000, Jaccard).
 GRIDS: Dict[str, List[Dict[str, Any]]] = {
     'sknn': _grid(k=[50, 100, 200, 500], sample_size=[500, 2000], similarity=['cosine'])
-    + _grid(k=[100, 500], sample_size=[500], similarity=['jaccard']),
+    + _grid(k=[100, 500], sample_size=[500], similarity=['jaccard'])
+    + _grid(k=[1000, 2000], sample_size=[2000, 5000], similarity=['cosine'])
+    + _grid(k=[100, 1000], sample_size=[1000], similarity=['jaccard', 'cosine']),
     'vsknn': _grid(k=[100, 500], sample_size=[1000], weighting=['div'],
-                   weighting_score=['div', 'quadratic'], idf_weighting=[0.0, 5.0]),
+                   weighting_score=['div', 'quadratic'], idf_weighting=[0.0, 5.0])
+    + _grid(k=[100, 500, 1000], sample_size=[1000], weighting=['div'],
+            weighting_score=['div', 'quadratic'], idf_weighting=[10.0, 20.0])
+    + _grid(k=[500, 1000], sample_size=[2000, 5000], weighting=['div'],
+            weighting_score=['div', 'quadratic'], idf_weighting=[10.0])
+    + _grid(k=[500], sample_size=[1000], weighting=['quadratic', 'log', 'same'],
+            weighting_score=['quadratic'], idf_weighting=[10.0]),
     'stan': _grid(k=[100, 500], sample_size=[5000], lambda1=[1.02, 3.0],
-                  lambda2=[2000.0, 20000.0, None], lambda3=[2.05]),
+                  lambda2=[2000.0, 20000.0, None], lambda3=[2.05])
+    + _grid(k=[1000, 2000], sample_size=[5000, 10000], lambda1=[1.02],
+            lambda2=[20000.0, None], lambda3=[2.05])
+    + _grid(k=[500], sample_size=[5000], lambda1=[1.02], lambda2=[20000.0, None],
+            lambda3=[0.5, 5.0, 10.0])
+    + _grid(k=[500], sample_size=[5000], lambda1=[1.02], lambda2=[20000.0, None],
+            lambda3=[2.05], anchor=['last']),
 }
 
 
@@ -98,10 +115,12 @@ def _key(record: Dict[str, Any]) -> str:
                        record['params']], sort_keys=True)
 
 
-def _save(records: List[Dict[str, Any]], path: Path) -> List[Dict[str, Any]]:
+def _save(records: List[Dict[str, Any]], path: Path,
+          drop: Optional[set] = None) -> List[Dict[str, Any]]:
     """Merge ``records`` into the file (another run may have written it since
-    this one read it; this run's records win) and return the merged list."""
-    mine = {_key(r) for r in records}
+    this one read it; this run's records win), leave out the records whose key
+    is in ``drop``, and return the merged list."""
+    mine = {_key(r) for r in records} | (drop or set())
     merged = [r for r in _load(path) if _key(r) not in mine] + list(records)
     path.write_text(json.dumps(merged, indent=1) + '\n')
     return merged
@@ -157,13 +176,11 @@ def test(args: argparse.Namespace, command: str) -> None:
     path = args.out / 'session_knn.json'
     records = _load(path)
     tuned = _load(args.out / 'knn_tuning.json')
+    stale: set = set()
     for name in args.datasets:
         data = None
         for method in args.methods:
             for protocol in args.protocols:
-                if any(r['dataset'] == name and r['model'] == method
-                       and r['protocol'] == protocol for r in records):
-                    continue
                 if protocol == 'paper':
                     params: Dict[str, Any] = {}
                 else:
@@ -173,6 +190,13 @@ def test(args: argparse.Namespace, command: str) -> None:
                               flush=True)
                         continue
                     params = chosen['params']
+                same = [r for r in records if r['dataset'] == name
+                        and r['model'] == method and r['protocol'] == protocol]
+                if any(r['params'] == params for r in same):
+                    continue
+                # A grid extended since: the honest row of the old choice is stale.
+                stale |= {_key(r) for r in same}
+                records = [r for r in records if _key(r) not in stale]
                 if data is None:
                     data = load_session_data(name, root=args.root)
                 model, metrics, fit_s, eval_s = fit_evaluate(
@@ -196,10 +220,10 @@ def test(args: argparse.Namespace, command: str) -> None:
                 print(f"  {name} {NAMES[method]:7s} {protocol:6s} HR@20 "
                       f"{metrics['HR@20']:6.2f} MRR@20 {metrics['MRR@20']:6.2f} "
                       f"(fit {fit_s:.1f} s, eval {eval_s:.0f} s)", flush=True)
-                _save(records, path)
+                _save(records, path, stale)
     order = {(d, m, p): i for i, (d, m, p) in enumerate(
         itertools.product(DATASET_NAMES, METHODS, ('paper', 'honest')))}
-    records = _save(records, path)
+    records = _save(records, path, stale)
     records.sort(key=lambda r: order.get((r['dataset'], r['model'], r['protocol']), 99))
     path.write_text(json.dumps(records, indent=1) + '\n')
     write_test_markdown(records, args.out / 'session_knn.md')
@@ -259,7 +283,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument('--methods', nargs='+', default=list(METHODS), choices=METHODS)
     parser.add_argument('--protocols', nargs='+', default=['paper', 'honest'],
                         choices=('paper', 'honest'))
-    parser.add_argument('--max-valid', type=int, default=3000,
+    parser.add_argument('--max-valid', type=int, default=10000,
                         help='the most recent validation sequences to tune on')
     parser.add_argument('--batch-size', type=int, default=300)
     parser.add_argument('--out', type=Path, default=RESULTS)

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from tagnn_pyg.baselines.base import Baseline, TrainData, expand_rows, flatten_training
+from tagnn_pyg.utils.checks import check_flag
 
 __all__ = ['SKNN', 'VSKNN', 'STAN']
 
@@ -110,7 +111,8 @@ class _SessionKNN(Baseline):
        factor :math:`\phi`, 1 unless the subclass says otherwise).
 
     With ``remind=False`` the items of the current session score 0.
-    Accumulation is in float64; scores are returned as float32.
+    Scores are accumulated and returned in float64: rounding them to float32
+    could merge close but distinct scores into ties, counted against the model.
     """
 
     _uses_anchor: bool = False
@@ -119,7 +121,7 @@ class _SessionKNN(Baseline):
         super().__init__()
         self.k = _positive_int(k, 'k')
         self.sample_size = _positive_int(sample_size, 'sample_size', allow_none=True)
-        self.remind = bool(remind)
+        self.remind = check_flag('remind', remind)
         self.num_sessions: int = 0
         for name in ('sess_ptr', 'item_ptr'):
             self.register_buffer(name, torch.zeros(1, dtype=torch.long))
@@ -270,7 +272,7 @@ class _SessionKNN(Baseline):
         out = out.view(num_sessions, self.num_items)
         if not self.remind:
             out[q_b, q_item] = 0.0
-        return out.to(torch.float32)
+        return out
 
     def extra_repr(self) -> str:
         return (f'k={self.k}, sample_size={self.sample_size}, remind={self.remind}, '
@@ -300,7 +302,10 @@ class SKNN(_SessionKNN):
     (session-rec's ``cosine`` computes ``li / sqrt(la) * sqrt(lb)``, an
     operator-precedence slip; this is the cosine.) Items of :math:`s` are
     scored too unless ``remind=False``; items in no neighbour score 0 (and
-    tie, counted against the model).
+    tie, counted against the model). ``ContextKNN``'s own ``remind`` is
+    another option (a boost of the last three clicks, off by default) and is
+    not built; its code defaults are ``sample_size=1000`` and Jaccard, ours
+    the paper's cosine and the ``sample_size=500`` its docstring gives.
 
     Args:
         k (int, optional): number of neighbours. (default: :obj:`100`)
@@ -313,7 +318,7 @@ class SKNN(_SessionKNN):
 
     Shapes:
         - **input** a batch of :math:`B` sessions
-        - **output** :math:`(B, \text{num\_items})`, float32, column 0
+        - **output** :math:`(B, \text{num\_items})`, float64, column 0
           :math:`-\infty`
     """
 
@@ -386,7 +391,7 @@ class VSKNN(_SessionKNN):
 
     Shapes:
         - **input** a batch of :math:`B` sessions
-        - **output** :math:`(B, \text{num\_items})`, float32, column 0
+        - **output** :math:`(B, \text{num\_items})`, float64, column 0
           :math:`-\infty`
     """
 
@@ -504,7 +509,7 @@ class STAN(_SessionKNN):
 
     Shapes:
         - **input** a batch of :math:`B` sessions
-        - **output** :math:`(B, \text{num\_items})`, float32, column 0
+        - **output** :math:`(B, \text{num\_items})`, float64, column 0
           :math:`-\infty`
     """
 
