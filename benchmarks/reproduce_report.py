@@ -677,9 +677,10 @@ def epoch_times(runs: Iterable[Mapping[str, Any]]) -> List[EpochTimes]:
     (data set, row, preset). A run's records (one per finished epoch when run
     epoch by epoch) are ordered by the epochs they hold; the first gives
     ``wall_s / epochs`` per epoch, each later one ``(wall_s - previous wall_s) /
-    (epochs - previous epochs)``. A record whose ``wall_s`` is missing or does not
-    grow (a chain restarted from scratch beside an old record) starts afresh."""
-    chains: Dict[SeriesKey, Dict[int, Tuple[float, str]]] = {}
+    (epochs - previous epochs)``. A record that was not resumed (``resumed``
+    false: trained from scratch, beside older records of the run) or whose
+    ``wall_s`` does not grow starts afresh; one without ``wall_s`` is left out."""
+    chains: Dict[SeriesKey, Dict[int, Tuple[float, str, bool]]] = {}
     for rec in runs:
         key = _series_key(rec)
         done = len([e for e in rec.get('curve') or [] if isinstance(e, Mapping)
@@ -687,14 +688,15 @@ def epoch_times(runs: Iterable[Mapping[str, Any]]) -> List[EpochTimes]:
         wall = rec.get('wall_s')
         if key is None or done == 0 or not isinstance(wall, (int, float)) or wall <= 0:
             continue
-        chains.setdefault(key, {})[done] = (float(wall), str(rec.get('device', '')))
+        chains.setdefault(key, {})[done] = (float(wall), str(rec.get('device', '')),
+                                            rec.get('resumed') is False)
     pooled: Dict[Tuple[str, str, str], EpochTimes] = {}
     for key in sorted(chains, key=_series_order):
         prev_epochs, prev_wall = 0, 0.0
         times = pooled.setdefault(key[:3], EpochTimes(*key[:3], minutes=[], devices=[]))
         for n in sorted(chains[key]):
-            wall, device = chains[key][n]
-            if wall <= prev_wall:
+            wall, device, from_scratch = chains[key][n]
+            if from_scratch or wall <= prev_wall:
                 prev_epochs, prev_wall = 0, 0.0
             span = n - prev_epochs
             times.minutes += [(wall - prev_wall) / span / 60.0] * span

@@ -123,6 +123,9 @@ def test_bad_input_is_named(name):
     # Item ids that are not ints are refused, not truncated (2.7 -> 2) or parsed.
     with pytest.raises(TypeError, match=r"training session 1 holds 2\.7 \(float\)"):
         BASELINES[name]().fit([[1, 2], [3, 2.7]], NUM_ITEMS)
+    # the first offending click, not the first click equal to it (2.0 == 2)
+    with pytest.raises(TypeError, match=r"training session 2 holds 2\.0 \(float\)"):
+        BASELINES[name]().fit([[1, 2], [3], [4, 2.0]], NUM_ITEMS)
     with pytest.raises(TypeError, match=r"training session 0 holds '3' \(str\)"):
         BASELINES[name]().fit([['3']], NUM_ITEMS)
     with pytest.raises(TypeError, match='train.items must hold integer item ids'):

@@ -440,6 +440,11 @@ def test_item_ids_outside_the_table_are_named(key):
                                          rf'\(ids 0\.\.{M - 1}\)'):
         model(batch_of([[3, M, 4]], targets=[1]))
     model(batch_of([[3, M - 1, 4]], targets=[1]))  # the last id is in the table
+    bad = batch_of([[3, 5]], targets=[1])
+    bad.x = bad.x.clone()
+    bad.x[0] = -2
+    with pytest.raises(ValueError, match=r'item ids in \[-2, 5\]'):
+        model(bad)
 
 
 @pytest.mark.parametrize('key,flag', [('srgnn', 'hybrid'), ('tagnn', 'released_padding'),
@@ -449,12 +454,17 @@ def test_item_ids_outside_the_table_are_named(key):
 def test_switches_refuse_text(key, flag):
     # bool('no') is True: a switch given as text (--model-arg attention=no)
     # must be refused rather than turned on.
-    for value in ('no', 0, None):
+    for value in ('no', 'True', 2, 0.0, None):
         with pytest.raises(TypeError, match=rf"{flag} must be True or False, got "
                                             rf"{value!r}"):
             MODELS[key](M, hidden_channels=D, **{flag: value})
-    model = MODELS[key](M, hidden_channels=D, **{flag: np.bool_(True)})
-    assert model.config()[flag] is True  # stored as a plain bool
+    with pytest.raises(TypeError, match='write JSON: true or false'):
+        MODELS[key](M, hidden_channels=D, **{flag: 'False'})
+    # NumPy bools and the 0 / 1 of older JSON / YAML configs are switches too,
+    # stored as plain bools
+    for value, expected in ((np.bool_(True), True), (1, True), (0, False)):
+        model = MODELS[key](M, hidden_channels=D, **{flag: value})
+        assert model.config()[flag] is expected
 
 
 class SimpleBatch:

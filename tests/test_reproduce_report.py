@@ -297,6 +297,7 @@ def test_epoch_times_by_hand():
         r = rec(row='narm', preset='narm', limits={'epochs': n}, wall=wall,
                 device='CPU (x86_64, 1 threads)')
         r['curve'] = curve(*[(e, 40.0, 14.0) for e in range(1, n + 1)])
+        r['resumed'] = n > 1
         chain.append(r)
     other_seed = rec(row='narm', preset='narm', seed=1, limits={'epochs': 1}, wall=1200.0,
                      device='CPU (x86_64, 2 threads)')
@@ -312,8 +313,17 @@ def test_epoch_times_by_hand():
     lines = rr.epoch_time_lines(times)
     assert lines[2] == ('| Diginetica | NARM (`narm`) | 5 | 10.0 (10.0-20.0) | '
                         'CPU (x86_64, 1 threads); CPU (x86_64, 2 threads) |')
-    # a chain restarted from scratch beside an old, longer record starts afresh
-    restarted = rec(row='narm', preset='narm', limits={'epochs': 3}, wall=900.0)
+    # a record trained from scratch beside the older ones starts afresh: by its
+    # resumed flag (here its wall time grew), or where the flag is missing, by
+    # a wall time that does not grow
+    restarted = rec(row='narm', preset='narm', limits={'epochs': 3}, wall=2700.0)
     restarted['curve'] = curve(*[(e, 40.0, 14.0) for e in (1, 2, 3)])
+    restarted['resumed'] = False
+    assert rr.epoch_times(chain[:2] + [restarted])[0].minutes == [10.0, 15.0, 15.0, 15.0,
+                                                                  15.0]
+    restarted['wall_s'] = 900.0
+    del restarted['resumed']
     assert rr.epoch_times(chain[:2] + [restarted])[0].minutes == [10.0, 15.0, 5.0, 5.0, 5.0]
+    no_wall = dict(restarted, wall_s=None)
+    assert rr.epoch_times(chain[:2] + [no_wall])[0].minutes == [10.0, 15.0]
     assert rr.epoch_time_lines([]) == ["No timed papers' protocol run yet."]

@@ -230,7 +230,12 @@ def test_batch_independence_and_padding(method):
     assert (together.topk(14, dim=1).indices != 0).all()
     expected = [int((row[1:] >= row[t]).sum()) for row, t in zip(together, targets)]
     assert target_rank(together, targets).tolist() == expected
-    assert max(expected) <= 14
+    # a session of an item no training session holds has no neighbour: all 15
+    # real items of a 16-column table tie at 0 and every target ranks last among
+    # them (ties count against the model), column 0 not counted
+    unseen = BASELINES[method](k=5).fit(train, 16)(batch_of([15]))
+    assert (unseen[:, 1:] == 0).all() and torch.isinf(unseen[:, 0]).all()
+    assert target_rank(unseen.repeat(15, 1), torch.arange(1, 16)).tolist() == [15] * 15
     # candidates
     cand = torch.tensor([[1, 2, 3]] * len(tests))
     assert torch.equal(model(batch_of(*tests), cand), together[:, 1:4])
@@ -297,6 +302,11 @@ def test_cli_methods_and_params(tmp_path, capsys):
     assert main(['baseline', '--data', str(data), '--method', 'vsknn', '--param',
                  'k=0']) == 1
     assert 'k must be a positive int, got 0' in capsys.readouterr().err
+    assert main(['baseline', '--data', str(data), '--method', 'sknn', '--param',
+                 'remind=no']) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err == ("tagnn-pyg: error: --param: remind must be True or False, got 'no' "
+                   "(str) (on the command line write JSON: true or false)")
 
 
 def test_cli_refuses_prefixes_as_neighbours(tmp_path, capsys):

@@ -54,10 +54,11 @@ def flatten_training(train: TrainData, num_items: int) -> Tuple[np.ndarray, np.n
         lengths = np.fromiter(map(len, train), dtype=np.int64, count=len(train))
         flat = list(itertools.chain.from_iterable(
             (s.tolist() if isinstance(s, (np.ndarray, Tensor)) else s) for s in train))
-        odd = next((v for v in flat if isinstance(v, bool)
-                    or not isinstance(v, (int, np.integer))), None)
-        if odd is not None:
-            i = int(np.searchsorted(np.cumsum(lengths), flat.index(odd), side='right'))
+        at = next((j for j, v in enumerate(flat) if isinstance(v, bool)
+                   or not isinstance(v, (int, np.integer))), None)
+        if at is not None:
+            odd = flat[at]
+            i = int(np.searchsorted(np.cumsum(lengths), at, side='right'))
             raise TypeError(f"training session {i} holds {odd!r} "
                             f"({type(odd).__name__}); item ids must be ints")
         items = np.asarray(flat, dtype=np.int64)

@@ -11,6 +11,7 @@ from sklearn.preprocessing import normalize
 from torch import Tensor
 
 from tagnn_pyg.baselines.base import Baseline, TrainData, expand_rows, flatten_training
+from tagnn_pyg.utils.checks import check_flag
 
 __all__ = ['ItemKNN']
 
@@ -57,7 +58,7 @@ class ItemKNN(Baseline):
             raise ValueError(f"k must be a positive number of neighbours or None, "
                              f"got {k!r}")
         self.k = None if k is None else int(k)
-        self.exclude_self = bool(exclude_self)
+        self.exclude_self = check_flag('exclude_self', exclude_self)
         self.register_buffer('crow', torch.zeros(1, dtype=torch.long))
         self.register_buffer('col', torch.zeros(0, dtype=torch.long))
         self.register_buffer('value', torch.zeros(0))

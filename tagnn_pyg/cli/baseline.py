@@ -55,7 +55,10 @@ def make_baseline(cls: Any, params: Dict[str, Any]) -> Any:
         if key not in known:
             raise UserError(f"--param {key}: {cls.__name__} has no hyper-parameter "
                             f"{key!r}; it has: {', '.join(known) or 'none'}")
-    return cls(**params)
+    try:
+        return cls(**params)
+    except TypeError as err:  # a value of the wrong type (a switch given as text)
+        raise UserError(f"--param: {err}") from err
 
 
 def run(args: argparse.Namespace) -> int:

@@ -120,6 +120,9 @@ class TAGNN(SessionRecommender):
         # ``_use_gnn=False`` (not part of config()): TAGNNPlusPlus(use_gnn=False), the
         # "-GNN" ablation, which would otherwise build a GNN only to discard it.
         super().__init__(num_items, hidden_channels)
+        released_padding = check_flag('released_padding', released_padding)
+        hybrid = check_flag('hybrid', hybrid)
+        _use_gnn = check_flag('use_gnn', _use_gnn)
         if score not in TAGNN_SCORES:
             raise ValueError(f"score must be one of {TAGNN_SCORES}, got {score!r}")
         if session not in TAGNN_SESSIONS:
@@ -127,7 +130,7 @@ class TAGNN(SessionRecommender):
         if released_padding and session in ('local', 'mean'):
             raise ValueError(f"released_padding emulates padded slots in the attention "
                              f"softmaxes; session={session!r} has none")
-        self.released_padding = check_flag('released_padding', released_padding)
+        self.released_padding = released_padding
         #: Length every session is padded to with ``released_padding``: the
         #: longest session of the data set being iterated. Required (``None``
         #: raises); set by :func:`padded_like_released`.
@@ -135,7 +138,7 @@ class TAGNN(SessionRecommender):
         self.num_steps = int(num_steps)
         self.score_form = score
         self.session = session
-        self.hybrid = check_flag('hybrid', hybrid)
+        self.hybrid = hybrid
         self.chunk_size = chunk_size
         d = hidden_channels
         full = session == 'full'

@@ -139,6 +139,13 @@ class TAGNNPlusPlus(TAGNN):
                  max_length: int = 512, init: str = 'uniform',
                  chunk_size: Optional[int] = None,
                  released_padding: bool = False) -> None:
+        released_padding = check_flag('released_padding', released_padding)
+        use_gnn = check_flag('use_gnn', use_gnn)
+        use_transformer = check_flag('use_transformer', use_transformer)
+        if hybrid is not None:
+            hybrid = check_flag('hybrid', hybrid)
+        if positional is not None:
+            positional = check_flag('positional', positional)
         if layer not in TAGNNPP_LAYERS:
             raise ValueError(f"layer must be one of {TAGNNPP_LAYERS}, got {layer!r}")
         if init not in TAGNNPP_INITS:
@@ -160,9 +167,9 @@ class TAGNNPlusPlus(TAGNN):
                          released_padding=released_padding, _use_gnn=use_gnn)
         self.heads = int(heads)
         self.dropout = float(dropout)
-        self.use_gnn = check_flag('use_gnn', use_gnn)
-        self.use_transformer = check_flag('use_transformer', use_transformer)
-        self.positional = check_flag('positional', positional)
+        self.use_gnn = use_gnn
+        self.use_transformer = use_transformer
+        self.positional = positional
         self.layer = layer
         self.max_length = int(max_length)
         self.init = init

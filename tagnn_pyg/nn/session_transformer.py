@@ -112,8 +112,9 @@ class SessionTransformer(torch.nn.Module):
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
         if norm not in NORMS:
             raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
-        if feed_forward is None:
-            feed_forward = norm == 'post'
+        positional = check_flag('positional', positional)
+        feed_forward = (norm == 'post' if feed_forward is None
+                        else check_flag('feed_forward', feed_forward))
         if feed_forward and norm == 'released':
             raise ValueError("norm='released' (attn(x) + LayerNorm(x)) has no "
                              "feed-forward sub-layer: use feed_forward=False or "
@@ -123,8 +124,8 @@ class SessionTransformer(torch.nn.Module):
         self.channels = int(channels)
         self.heads = int(heads)
         self.dropout = float(dropout)
-        self.positional = check_flag('positional', positional)
-        self.feed_forward = check_flag('feed_forward', feed_forward)
+        self.positional = positional
+        self.feed_forward = feed_forward
         self.max_length = int(max_length)
         self.norm = norm
         self.ff_channels = int(ff_channels) if ff_channels is not None else 4 * self.channels

@@ -9,14 +9,22 @@ __all__ = ['check_flag']
 
 
 def check_flag(name: str, value: Any) -> bool:
-    r"""``value`` as a :obj:`bool`, refusing anything but ``True`` / ``False``
-    (a NumPy bool included): ``bool('no')`` is :obj:`True`, so a switch passed
-    as text (``--model-arg attention=no``) would otherwise turn itself on.
+    r"""``value`` as a :obj:`bool`: ``True`` / ``False`` (a NumPy bool
+    included) or the ints ``1`` / ``0`` (a JSON or YAML config may hold
+    those). Anything else is refused: ``bool('no')`` is :obj:`True`, so a
+    switch passed as text (``--model-arg attention=no``) would otherwise turn
+    itself on.
 
     Raises:
-        TypeError: ``value`` is not a bool.
+        TypeError: ``value`` is none of these.
     """
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
+    if isinstance(value, (int, np.integer)) and value in (0, 1):
+        return bool(value)
+    hint = ''
+    if isinstance(value, str) and value.lower() in ('true', 'false', 'yes', 'no', 'on',
+                                                    'off'):
+        hint = ' (on the command line write JSON: true or false)'
     raise TypeError(f"{name} must be True or False, got {value!r} "
-                    f"({type(value).__name__})")
+                    f"({type(value).__name__}){hint}")

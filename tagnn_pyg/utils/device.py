@@ -16,7 +16,9 @@ def host_reads_are_free(device: torch.device) -> bool:
 
     While a graph is traced (:func:`torch.compile`, :func:`torch.export`,
     ONNX export by tracing) a value has no Python reading at all, so the answer
-    is :obj:`False` there too: the traced graph holds no data-dependent check.
+    is :obj:`False` there too: the traced graph holds no data-dependent check
+    (no graph break either), and a compiled model skips the input checks an
+    eager one makes on the CPU (item-id range, candidates, pad counts).
 
     Args:
         device (torch.device): The device the values live on.
