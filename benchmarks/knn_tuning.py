@@ -39,7 +39,10 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
+from torch_geometric.data import Batch
+
 from tagnn_pyg.baselines import BASELINES
+from tagnn_pyg.data import SessionData
 from tagnn_pyg.data.loading import load_session_data
 from tagnn_pyg.train import TrainConfig, evaluate, make_splits
 
@@ -62,9 +65,9 @@ def _grid(**axes: List[Any]) -> List[Dict[str, Any]]:
 
 
 #: The grids: small on purpose (2 shared CPU cores). The first block of each
-#: method is the original grid; the second extends it past the edges where the
-#: original choice sat (k, sample_size, IDF boost, STAN's lambda3 and anchor)
-#: and adds session-rec's own code defaults (SKNN: sample_size=1000, Jaccard).
+#: method is the original grid; the others extend it past the edges where a
+#: choice sat (k, sample_size, IDF boost, STAN's lambda1, lambda3 and anchor)
+#: and add session-rec's own code defaults (SKNN: sample_size=1000, Jaccard).
 GRIDS: Dict[str, List[Dict[str, Any]]] = {
     'sknn': _grid(k=[50, 100, 200, 500], sample_size=[500, 2000], similarity=['cosine'])
     + _grid(k=[100, 500], sample_size=[500], similarity=['jaccard'])
@@ -77,7 +80,9 @@ GRIDS: Dict[str, List[Dict[str, Any]]] = {
     + _grid(k=[500, 1000], sample_size=[2000, 5000], weighting=['div'],
             weighting_score=['div', 'quadratic'], idf_weighting=[10.0])
     + _grid(k=[500], sample_size=[1000], weighting=['quadratic', 'log', 'same'],
-            weighting_score=['quadratic'], idf_weighting=[10.0]),
+            weighting_score=['quadratic'], idf_weighting=[10.0])
+    + _grid(k=[2000], sample_size=[5000], weighting=['div'],
+            weighting_score=['div', 'quadratic'], idf_weighting=[10.0]),
     'stan': _grid(k=[100, 500], sample_size=[5000], lambda1=[1.02, 3.0],
                   lambda2=[2000.0, 20000.0, None], lambda3=[2.05])
     + _grid(k=[1000, 2000], sample_size=[5000, 10000], lambda1=[1.02],
@@ -85,7 +90,9 @@ GRIDS: Dict[str, List[Dict[str, Any]]] = {
     + _grid(k=[500], sample_size=[5000], lambda1=[1.02], lambda2=[20000.0, None],
             lambda3=[0.5, 5.0, 10.0])
     + _grid(k=[500], sample_size=[5000], lambda1=[1.02], lambda2=[20000.0, None],
-            lambda3=[2.05], anchor=['last']),
+            lambda3=[2.05], anchor=['last'])
+    + _grid(k=[100, 500], sample_size=[5000], lambda1=[5.0, 10.0], lambda2=[None],
+            lambda3=[2.05]),
 }
 
 
@@ -99,6 +106,13 @@ def fit_evaluate(method: str, params: Dict[str, Any], sessions: List[List[int]],
     t0 = time.perf_counter()
     metrics = evaluate(model, sequences, batch_size=batch_size, ks=KS)
     return model, metrics, fit_s, time.perf_counter() - t0
+
+
+def score_dtype(model: Any) -> str:
+    """The dtype of ``model``'s scores (float32 scores can tie where float64
+    ones do not, so records of either kind are not mixed)."""
+    probe = Batch.from_data_list([SessionData.from_sequence([1])])
+    return str(model(probe).dtype).replace('torch.', '')
 
 
 def commands_footer(records: List[Dict[str, Any]]) -> List[str]:
@@ -135,14 +149,19 @@ def best(records: List[Dict[str, Any]], dataset: str, method: str
     rows = [r for r in records if r['dataset'] == dataset and r['model'] == method]
     if not rows:
         return None
+    cases = {r['valid_cases'] for r in rows}
+    if len(cases) > 1:
+        raise ValueError(f"{dataset} {method}: grid points were evaluated on different "
+                         f"validation sizes {sorted(cases)}; rerun --stage tune with one "
+                         f"--max-valid")
     return max(rows, key=lambda r: (r['valid']['HR@20'], r['valid']['MRR@20']))
 
 
 def tune(args: argparse.Namespace, command: str) -> None:
     path = args.out / 'knn_tuning.json'
     records = _load(path)
-    done = {(r['dataset'], r['model'], json.dumps(r['params'], sort_keys=True))
-            for r in records}
+    done = {(r['dataset'], r['model'], json.dumps(r['params'], sort_keys=True),
+             r['valid_cases']) for r in records}
     cfg = TrainConfig(protocol='honest', valid='temporal', max_valid=args.max_valid)
     for name in args.datasets:
         data = load_session_data(name, root=args.root)
@@ -152,9 +171,12 @@ def tune(args: argparse.Namespace, command: str) -> None:
               f'{len(splits.valid):,} sequences ({"; ".join(splits.notes)})', flush=True)
         for method in args.methods:
             for params in GRIDS[method]:
-                key = (name, method, json.dumps(params, sort_keys=True))
+                key = (name, method, json.dumps(params, sort_keys=True), len(splits.valid))
                 if key in done:
                     continue
+                # a point measured on another validation size is replaced
+                records = [r for r in records if _key(r) != _key(
+                    {'dataset': name, 'model': method, 'params': params})]
                 model, valid, fit_s, eval_s = fit_evaluate(
                     method, params, splits.train_sessions, data.num_items,
                     splits.valid, args.batch_size)
@@ -170,6 +192,11 @@ def tune(args: argparse.Namespace, command: str) -> None:
                       f"({eval_s:.0f} s)", flush=True)
                 _save(records, path)
     write_tuning_markdown(_save(records, path), args.out / 'knn_tuning.md')
+
+
+#: The score dtype of each method now (the test stage recomputes a row of
+#: another dtype).
+SCORES = {m: score_dtype(BASELINES[m]().fit([[1, 2]], 3)) for m in METHODS}
 
 
 def test(args: argparse.Namespace, command: str) -> None:
@@ -192,11 +219,13 @@ def test(args: argparse.Namespace, command: str) -> None:
                     params = chosen['params']
                 same = [r for r in records if r['dataset'] == name
                         and r['model'] == method and r['protocol'] == protocol]
-                if any(r['params'] == params for r in same):
+                if any(r['params'] == params and r.get('scores') == SCORES[method]
+                       for r in same):
                     continue
-                # A grid extended since: the honest row of the old choice is stale.
+                # A grid extended since (the honest row of the old choice) or
+                # scores of another dtype: the row is stale.
                 stale |= {_key(r) for r in same}
-                records = [r for r in records if _key(r) not in stale]
+                records = [r for r in records if not any(r is x for x in same)]
                 if data is None:
                     data = load_session_data(name, root=args.root)
                 model, metrics, fit_s, eval_s = fit_evaluate(
@@ -212,6 +241,7 @@ def test(args: argparse.Namespace, command: str) -> None:
                         '(benchmarks/results/knn_tuning.json), then fitted on all '
                         'training sessions'),
                     'params': params, 'variant': repr(model), 'metrics': metrics,
+                    'scores': score_dtype(model),
                     'train_sessions': len(data.train_sessions),
                     'test_cases': len(data.test), 'num_items': data.num_items,
                     'fit_s': round(fit_s, 2), 'eval_s': round(eval_s, 2),
