@@ -194,15 +194,12 @@ def tune(args: argparse.Namespace, command: str) -> None:
     write_tuning_markdown(_save(records, path), args.out / 'knn_tuning.md')
 
 
-#: The score dtype of each method now (the test stage recomputes a row of
-#: another dtype).
-SCORES = {m: score_dtype(BASELINES[m]().fit([[1, 2]], 3)) for m in METHODS}
-
-
 def test(args: argparse.Namespace, command: str) -> None:
     path = args.out / 'session_knn.json'
     records = _load(path)
     tuned = _load(args.out / 'knn_tuning.json')
+    # each method's score dtype now: a row of another dtype is recomputed
+    scores = {m: score_dtype(BASELINES[m]().fit([[1, 2]], 3)) for m in args.methods}
     stale: set = set()
     for name in args.datasets:
         data = None
@@ -219,7 +216,7 @@ def test(args: argparse.Namespace, command: str) -> None:
                     params = chosen['params']
                 same = [r for r in records if r['dataset'] == name
                         and r['model'] == method and r['protocol'] == protocol]
-                if any(r['params'] == params and r.get('scores') == SCORES[method]
+                if any(r['params'] == params and r.get('scores') == scores[method]
                        for r in same):
                     continue
                 # A grid extended since (the honest row of the old choice) or

@@ -580,6 +580,12 @@ def render_markdown(runs: Sequence[Mapping[str, Any]], figure: Optional[str] = N
 # ------------------------------------------------------------------ per-epoch curves
 
 
+def row_label(row: str, preset: str) -> str:
+    r"""A row's display name with its preset, e.g. ``TAGNN (`tagnn`)``."""
+    label = ROWS.get(row, (None, None, row))[2]
+    return f'{label} (`{preset}`)' if preset else label
+
+
 @dataclass
 class Curve:
     r"""Test HR@20 / MRR@20 after every epoch of one run (papers' protocol)."""
@@ -592,8 +598,7 @@ class Curve:
 
     @property
     def label(self) -> str:
-        label = ROWS.get(self.row, (None, None, self.row))[2]
-        return f'{label} (`{self.preset}`)' if self.preset else label
+        return row_label(self.row, self.preset)
 
 
 def curve_series(runs: Iterable[Mapping[str, Any]]) -> List[Curve]:
@@ -668,8 +673,7 @@ class EpochTimes:
 
     @property
     def label(self) -> str:
-        label = ROWS.get(self.row, (None, None, self.row))[2]
-        return f'{label} (`{self.preset}`)' if self.preset else label
+        return row_label(self.row, self.preset)
 
 
 def epoch_times(runs: Iterable[Mapping[str, Any]]) -> List[EpochTimes]:

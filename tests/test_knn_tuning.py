@@ -22,7 +22,6 @@ def test_test_stage_reuses_current_rows_and_replaces_stale_ones(tmp_path, monkey
 
     monkeypatch.setattr(kt, 'fit_evaluate', fake_fit_evaluate)
     monkeypatch.setattr(kt, 'score_dtype', lambda model: 'float64')
-    monkeypatch.setattr(kt, 'SCORES', {m: 'float64' for m in kt.METHODS})
     monkeypatch.setattr(kt, 'load_session_data', lambda name, root: SimpleNamespace(
         train_sessions=[[1, 2]], num_items=3, test=[0] * 7))
 

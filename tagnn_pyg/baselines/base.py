@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from tagnn_pyg.utils.checks import require_fields
 from tagnn_pyg.utils.device import host_reads_are_free
 
 __all__ = ['Baseline', 'TrainData', 'flatten_training', 'expand_rows', 'click_counts']
@@ -123,22 +124,15 @@ class Baseline(torch.nn.Module):
             raise RuntimeError(f"{self.__class__.__name__} is not fitted: call "
                                f".fit(train, num_items) first")
 
-    @staticmethod
-    def _require(batch: Any, *keys: str) -> None:
-        for key in keys:
-            if getattr(batch, key, None) is None:
-                raise ValueError(f"batch lacks the SessionData field {key!r}; build it "
-                                 f"with SessionData.from_sequence / build_session_batch")
-
     def _last_items(self, batch: Any) -> Tensor:
         r"""``[B]`` each session's last click, checked."""
-        self._require(batch, 'x', 'last')
+        require_fields(batch, 'x', 'last')
         last = batch.x[batch.last].view(-1)
         return self._check_ids(last, 'last click')
 
     def _clicks(self, batch: Any) -> Tuple[Tensor, Tensor, int]:
         r"""``(items [L], session [L], B)``: every click of the batch, checked."""
-        self._require(batch, 'x', 'seq', 'seq_batch', 'last')
+        require_fields(batch, 'x', 'seq', 'seq_batch', 'last')
         items = self._check_ids(batch.x[batch.seq], 'session')
         return items, batch.seq_batch, batch.last.numel()
 

@@ -7,6 +7,7 @@ import torch
 from torch import Tensor
 
 from tagnn_pyg.baselines.base import Baseline, TrainData, click_counts, flatten_training
+from tagnn_pyg.utils.checks import require_fields
 
 __all__ = ['POP', 'SPOP']
 
@@ -48,7 +49,7 @@ class POP(Baseline):
         return self
 
     def scores(self, batch: Any) -> Tensor:
-        self._require(batch, 'last')
+        require_fields(batch, 'last')
         num_sessions = batch.last.numel()
         return self.popularity.view(1, -1).repeat(num_sessions, 1)
 

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from tagnn_pyg.nn.inits import released_uniform
+from tagnn_pyg.utils.checks import require_fields
 from tagnn_pyg.utils.device import host_reads_are_free
 
 __all__ = ['SessionRecommender', 'SessionPositions', 'pad_padding_column',
@@ -72,10 +73,7 @@ def check_session_batch(batch: Any, num_items: Optional[int] = None) -> None:
     the models read (``x``, ``seq``, ``seq_batch``, ``last``) or, given
     ``num_items`` and where reading the tensor costs no device sync, holds an
     item id outside :math:`[0, \text{num\_items} - 1]`."""
-    for key in ('x', 'seq', 'seq_batch', 'last'):
-        if getattr(batch, key, None) is None:
-            raise ValueError(f"batch lacks the SessionData field {key!r}; build it "
-                             f"with SessionData.from_sequence / build_session_batch")
+    require_fields(batch, 'x', 'seq', 'seq_batch', 'last')
     x = batch.x
     if num_items is not None and x.numel() > 0 and host_reads_are_free(x.device):
         lo, hi = int(x.min()), int(x.max())

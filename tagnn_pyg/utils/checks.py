@@ -5,7 +5,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ['check_flag']
+__all__ = ['check_flag', 'require_fields']
 
 
 def check_flag(name: str, value: Any) -> bool:
@@ -28,3 +28,17 @@ def check_flag(name: str, value: Any) -> bool:
         hint = ' (on the command line write JSON: true or false)'
     raise TypeError(f"{name} must be True or False, got {value!r} "
                     f"({type(value).__name__}){hint}")
+
+
+def require_fields(batch: Any, *keys: str) -> None:
+    r"""Raise if ``batch`` lacks one of the
+    :class:`~tagnn_pyg.data.SessionData` fields ``keys`` (missing or
+    :obj:`None`), naming it and how to build a batch that has it.
+
+    Raises:
+        ValueError: a field is missing.
+    """
+    for key in keys:
+        if getattr(batch, key, None) is None:
+            raise ValueError(f"batch lacks the SessionData field {key!r}; build it "
+                             f"with SessionData.from_sequence / build_session_batch")
